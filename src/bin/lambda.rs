@@ -1,0 +1,25 @@
+//! The Lambda binary: wiring only. The logic lives in the library.
+
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use rotation_rescue::config::Config;
+use rotation_rescue::handler::App;
+use rotation_rescue::secrets::{self, SecretsApi};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    // Honours AWS_LAMBDA_LOG_FORMAT (JSON from the template) and AWS_LAMBDA_LOG_LEVEL.
+    lambda_runtime::tracing::init_default_subscriber();
+
+    // Fail the cold start, naming the variable, rather than mis-handle a rescue.
+    let config = Config::from_env()?;
+    let app = App::new(SecretsApi::new(secrets::client_from_env().await), config);
+    let app = &app;
+
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let now = chrono::Utc::now();
+        let invoked_function_arn = &event.context.invoked_function_arn;
+        app.handle(&event.payload, invoked_function_arn, now).await
+    }))
+    .await
+}

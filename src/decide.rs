@@ -1,0 +1,582 @@
+//! The decision, and nothing else: a described secret, the trigger's cause, the settings and the
+//! clock in; a [`Decision`] out. No I/O here, so every rule is tested without a network.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::event::FailedStep;
+use crate::stage;
+
+/// Secrets Manager allows 20 staging labels per secret, across all versions (AWS-FACTS 4).
+pub const MAX_LABELS_PER_SECRET: usize = 20;
+
+/// CloudTrail event times are whole seconds, and a `createSecret` step can fail within a second
+/// of the pending version's creation: a version is "newer than the failure" only from this much
+/// after the event time.
+pub const FAILURE_CLOCK_SLACK: TimeDelta = TimeDelta::seconds(2);
+
+/// Tag keys written on a secret. Keys allow letters, digits, spaces and `_ . : / = + - @`
+/// (AWS-FACTS 3).
+pub mod tag {
+    /// Set before `AWSPENDING` is removed from a version that has no keep-label yet (only when
+    /// the label quota forces that order), so that the version can be found again by id.
+    pub const UNLABELLED_VERSION: &str = "rotation-rescue:unlabelled-version";
+    pub const RESCUED_AT: &str = "rotation-rescue:rescued-at";
+    pub const KEPT_VERSION: &str = "rotation-rescue:kept-version";
+    pub const KEEP_LABEL: &str = "rotation-rescue:keep-label";
+    pub const REASON: &str = "rotation-rescue:reason";
+    /// Every key this function writes starts with this (the IAM policy scopes tagging to it).
+    pub const PREFIX: &str = "rotation-rescue:";
+}
+
+/// A secret as `DescribeSecret` and `ListSecretVersionIds` show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretState {
+    pub arn: String,
+    pub name: String,
+    /// Absent until rotation was ever configured.
+    pub rotation_enabled: Option<bool>,
+    pub rotation_lambda_arn: Option<String>,
+    /// `DeletedDate` is set: the secret is scheduled for deletion.
+    pub deleted: bool,
+    pub primary_region: Option<String>,
+    pub owning_service: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    /// Every version that still exists, labelled or not.
+    pub versions: BTreeMap<String, Version>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Version {
+    pub stages: BTreeSet<String>,
+    pub created: Option<DateTime<Utc>>,
+}
+
+impl SecretState {
+    /// The version with `AWSPENDING` but without `AWSCURRENT`: what a failed rotation leaves.
+    fn stuck_versions(&self) -> Vec<&str> {
+        self.versions
+            .iter()
+            .filter(|(_, v)| {
+                v.stages.contains(stage::PENDING) && !v.stages.contains(stage::CURRENT)
+            })
+            .map(|(id, _)| id.as_str())
+            .collect()
+    }
+
+    fn has_current(&self) -> bool {
+        self.versions
+            .values()
+            .any(|v| v.stages.contains(stage::CURRENT))
+    }
+
+    fn label_count(&self) -> usize {
+        self.versions.values().map(|v| v.stages.len()).sum()
+    }
+
+    /// The version that carries `label`, if any.
+    fn holder_of(&self, label: &str) -> Option<&str> {
+        self.versions
+            .iter()
+            .find(|(_, v)| v.stages.contains(label))
+            .map(|(id, _)| id.as_str())
+    }
+}
+
+/// Why the secret was looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// A `RotationFailed` event, with its time and the step it names.
+    RotationFailed {
+        failed_at: DateTime<Utc>,
+        step: FailedStep,
+    },
+    /// An operator named the secret.
+    Operator,
+}
+
+impl Cause {
+    pub fn step(self) -> FailedStep {
+        match self {
+            Cause::RotationFailed { step, .. } => step,
+            Cause::Operator => FailedStep::Unknown,
+        }
+    }
+}
+
+/// Where the function runs: secrets of other accounts and regions are not its business.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Home {
+    /// `None` when neither the invoked function ARN nor `RESCUE_ACCOUNT_ID` tells.
+    pub account: Option<String>,
+    pub region: String,
+}
+
+/// Why a secret was left alone. None of these is an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    NotFound,
+    ScheduledForDeletion,
+    Replica { primary_region: String },
+    Managed { owning_service: String },
+    OutsideNamePrefix { prefix: String },
+    MissingScopeTag { tag: String },
+    OtherAccount { account: String },
+    OtherRegion { region: String },
+    NoRotationFunction,
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SkipReason::NotFound => write!(f, "secret not found"),
+            SkipReason::ScheduledForDeletion => write!(f, "secret is scheduled for deletion"),
+            SkipReason::Replica { primary_region } => write!(
+                f,
+                "replica secret: rotation runs in its primary region {primary_region}"
+            ),
+            SkipReason::Managed { owning_service } => write!(
+                f,
+                "managed by {owning_service} (set RESCUE_ALLOW_MANAGED=true to include)"
+            ),
+            SkipReason::OutsideNamePrefix { prefix } => {
+                write!(f, "name outside the scope prefix {prefix:?}")
+            }
+            SkipReason::MissingScopeTag { tag } => write!(f, "lacks the scope tag {tag:?}"),
+            SkipReason::OtherAccount { account } => {
+                write!(f, "secret of another account ({account})")
+            }
+            SkipReason::OtherRegion { region } => write!(f, "secret of another region ({region})"),
+            SkipReason::NoRotationFunction => write!(
+                f,
+                "no rotation function: an AWSPENDING staged by hand is not a failed rotation"
+            ),
+        }
+    }
+}
+
+/// One mutating call, in the order the plan runs them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// `CancelRotateSecret`: turns rotation off and ends the failed attempt.
+    CancelRotation,
+    /// `TagResource` with the version id, before `AWSPENDING` leaves a version that has no other
+    /// label (only when the label quota forces that order).
+    MarkUnlabelledVersion { version_id: String },
+    /// `UpdateSecretVersionStage` with `MoveToVersionId` only: the label is on no other version.
+    AttachLabel { label: String, version_id: String },
+    /// `UpdateSecretVersionStage` with `RemoveFromVersionId` only.
+    RemovePending { version_id: String },
+    /// `UntagResource` of the marker, once the version carries its keep-label.
+    UnmarkVersion,
+    /// `TagResource` recording the rescue on the secret.
+    TagSecret { tags: BTreeMap<String, String> },
+}
+
+impl Action {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::CancelRotation => "cancel_rotation",
+            Action::MarkUnlabelledVersion { .. } => "mark_unlabelled_version",
+            Action::AttachLabel { .. } => "attach_label",
+            Action::RemovePending { .. } => "remove_pending",
+            Action::UnmarkVersion => "unmark_version",
+            Action::TagSecret { .. } => "tag_secret",
+        }
+    }
+}
+
+/// What the plan achieves once every action ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Goal {
+    Rescued,
+    NeedsAttention,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub goal: Goal,
+    pub reason: String,
+    pub actions: Vec<Action>,
+    pub stuck_version_id: Option<String>,
+    /// The label that keeps the stuck version visible: ours, or one it already carried.
+    pub keep_label: Option<String>,
+    /// The kept version may hold the credential the target system now uses.
+    pub may_hold_live_credential: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Skip(SkipReason),
+    NothingToDo { reason: String },
+    Deferred { version_id: String, reason: String },
+    Act(Plan),
+}
+
+impl Decision {
+    pub fn actions(&self) -> &[Action] {
+        match self {
+            Decision::Act(plan) => &plan.actions,
+            _ => &[],
+        }
+    }
+}
+
+/// The secret's ARN checked against the function's own account and region, before anything else
+/// is known. A name (not an ARN) passes: it resolves in the function's own account and region.
+pub fn foreign_arn(secret_id: &str, home: &Home) -> Option<SkipReason> {
+    let parts = ArnParts::parse(secret_id)?;
+    if parts.region != home.region {
+        return Some(SkipReason::OtherRegion {
+            region: parts.region.to_owned(),
+        });
+    }
+    match &home.account {
+        Some(account) if parts.account != account => Some(SkipReason::OtherAccount {
+            account: parts.account.to_owned(),
+        }),
+        _ => None,
+    }
+}
+
+/// The region and account fields of an ARN (`arn:partition:service:region:account:resource`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArnParts<'a> {
+    pub service: &'a str,
+    pub region: &'a str,
+    pub account: &'a str,
+    pub resource: &'a str,
+}
+
+impl<'a> ArnParts<'a> {
+    pub fn parse(arn: &'a str) -> Option<Self> {
+        let mut fields = arn.splitn(6, ':');
+        if fields.next()? != "arn" {
+            return None;
+        }
+        let _partition = fields.next()?;
+        let (service, region, account, resource) = (
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+        );
+        Some(ArnParts {
+            service,
+            region,
+            account,
+            resource,
+        })
+    }
+}
+
+/// The keep-label for a version: derived from the version alone, so every rescue of the same
+/// version, even two at once, picks the same label.
+pub fn keep_label(prefix: &str, version_id: &str, created: Option<DateTime<Utc>>) -> String {
+    match created {
+        Some(created) => format!("{prefix}_{}", created.format("%Y%m%dT%H%M%SZ")),
+        None => format!("{prefix}_{version_id}"),
+    }
+}
+
+/// Decides what to do with one described secret.
+pub fn decide(
+    secret: &SecretState,
+    cause: Cause,
+    config: &Config,
+    home: &Home,
+    now: DateTime<Utc>,
+) -> Decision {
+    if let Some(reason) = out_of_bounds(secret, cause, config, home) {
+        return Decision::Skip(reason);
+    }
+
+    let repair = repair_interrupted(secret, config);
+    let stuck = secret.stuck_versions();
+    let stuck_id = match stuck.as_slice() {
+        [] if repair.is_empty() => {
+            return Decision::NothingToDo {
+                reason: "no stuck version: AWSPENDING is on no version or on AWSCURRENT's".into(),
+            };
+        }
+        [] => {
+            return Decision::Act(Plan {
+                goal: Goal::Rescued,
+                reason: "finished an interrupted rescue".into(),
+                keep_label: repair_label(&repair),
+                stuck_version_id: None,
+                may_hold_live_credential: cause.step().may_have_changed_target(),
+                actions: repair,
+            });
+        }
+        [one] => *one,
+        _ => {
+            // AWS keeps a label on one version at a time; anything else is not ours to guess.
+            return Decision::Act(Plan {
+                goal: Goal::NeedsAttention,
+                reason: format!("AWSPENDING is on several versions: {}", stuck.join(", ")),
+                actions: Vec::new(),
+                stuck_version_id: None,
+                keep_label: None,
+                may_hold_live_credential: true,
+            });
+        }
+    };
+    let stuck_version = &secret.versions[stuck_id];
+
+    if let Cause::RotationFailed { failed_at, .. } = cause {
+        // A version created after the failure belongs to a later rotation, which reports its
+        // own failure if it fails. A missing date never defers.
+        if let Some(created) = stuck_version
+            .created
+            .filter(|c| *c >= failed_at + FAILURE_CLOCK_SLACK)
+        {
+            return Decision::Deferred {
+                version_id: stuck_id.to_owned(),
+                reason: format!(
+                    "stuck version created {} after the failure at {}: a later rotation",
+                    created.to_rfc3339(),
+                    failed_at.to_rfc3339()
+                ),
+            };
+        }
+    }
+
+    let may_hold_live_credential = cause.step().may_have_changed_target();
+    let mut actions = repair;
+    if secret.rotation_enabled == Some(true) {
+        actions.push(Action::CancelRotation);
+    }
+
+    if !secret.has_current() {
+        return Decision::Act(Plan {
+            goal: Goal::NeedsAttention,
+            reason: "no version holds AWSCURRENT: labels left as they are for a person to \
+                     choose the current version"
+                .into(),
+            actions,
+            stuck_version_id: Some(stuck_id.to_owned()),
+            keep_label: None,
+            may_hold_live_credential,
+        });
+    }
+
+    let mut plan = Plan {
+        goal: Goal::Rescued,
+        reason: String::new(),
+        actions,
+        stuck_version_id: Some(stuck_id.to_owned()),
+        keep_label: None,
+        may_hold_live_credential,
+    };
+
+    // A label of someone else's already keeps the version visible (AWSPREVIOUS does not: it moves
+    // away at the next rotation).
+    let existing = stuck_version
+        .stages
+        .iter()
+        .find(|label| !stage::is_aws_managed(label));
+    if let Some(label) = existing {
+        plan.keep_label = Some(label.clone());
+        plan.actions.push(Action::RemovePending {
+            version_id: stuck_id.to_owned(),
+        });
+    } else {
+        let Some(label) = free_keep_label(secret, config, stuck_id, stuck_version) else {
+            plan.goal = Goal::NeedsAttention;
+            plan.reason = "both candidate keep-labels sit on other versions: AWSPENDING left \
+                           in place"
+                .into();
+            return Decision::Act(plan);
+        };
+        let attach = Action::AttachLabel {
+            label: label.clone(),
+            version_id: stuck_id.to_owned(),
+        };
+        let remove = Action::RemovePending {
+            version_id: stuck_id.to_owned(),
+        };
+        if secret.label_count() < MAX_LABELS_PER_SECRET {
+            plan.actions.extend([attach, remove]);
+        } else {
+            // No slot for the keep-label until AWSPENDING frees one: leave a trace first.
+            plan.actions.extend([
+                Action::MarkUnlabelledVersion {
+                    version_id: stuck_id.to_owned(),
+                },
+                remove,
+                attach,
+                Action::UnmarkVersion,
+            ]);
+        }
+        plan.keep_label = Some(label);
+    }
+
+    plan.reason = rescue_reason(cause.step());
+    if config.tag_secrets {
+        plan.actions.push(Action::TagSecret {
+            tags: rescue_tags(stuck_id, plan.keep_label.as_deref(), &plan.reason, now),
+        });
+    }
+    Decision::Act(plan)
+}
+
+/// The skip rules, in the order they apply.
+fn out_of_bounds(
+    secret: &SecretState,
+    cause: Cause,
+    config: &Config,
+    home: &Home,
+) -> Option<SkipReason> {
+    if secret.deleted {
+        return Some(SkipReason::ScheduledForDeletion);
+    }
+    if let Some(primary) = secret
+        .primary_region
+        .as_ref()
+        .filter(|r| **r != home.region)
+    {
+        return Some(SkipReason::Replica {
+            primary_region: primary.clone(),
+        });
+    }
+    if let Some(service) = secret
+        .owning_service
+        .as_ref()
+        .filter(|_| !config.allow_managed)
+    {
+        return Some(SkipReason::Managed {
+            owning_service: service.clone(),
+        });
+    }
+    if let Some(prefix) = &config.scope.name_prefix
+        && !secret.name.starts_with(prefix.as_str())
+    {
+        return Some(SkipReason::OutsideNamePrefix {
+            prefix: prefix.clone(),
+        });
+    }
+    if let Some(scope_tag) = &config.scope.tag {
+        let matches = match (secret.tags.get(&scope_tag.key), &scope_tag.value) {
+            (Some(actual), Some(wanted)) => actual == wanted,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !matches {
+            let tag = match &scope_tag.value {
+                Some(value) => format!("{}={value}", scope_tag.key),
+                None => scope_tag.key.clone(),
+            };
+            return Some(SkipReason::MissingScopeTag { tag });
+        }
+    }
+    if let Some(reason) = foreign_arn(&secret.arn, home) {
+        return Some(reason);
+    }
+    if secret.rotation_lambda_arn.is_none() && cause != Cause::Operator {
+        return Some(SkipReason::NoRotationFunction);
+    }
+    None
+}
+
+/// A rescue that was interrupted between removing `AWSPENDING` and attaching the keep-label left
+/// its marker tag: re-attach the keep-label by version id, then drop the marker.
+fn repair_interrupted(secret: &SecretState, config: &Config) -> Vec<Action> {
+    let Some(marked) = secret.tags.get(tag::UNLABELLED_VERSION) else {
+        return Vec::new();
+    };
+    let Some(version) = secret.versions.get(marked) else {
+        // Purged or never existed: nothing left to keep; the marker only misleads.
+        return vec![Action::UnmarkVersion];
+    };
+    if version.stages.contains(stage::PENDING) {
+        // Still stuck: the ordinary rescue below handles it and removes the marker.
+        return Vec::new();
+    }
+    if !version.stages.is_empty() {
+        return vec![Action::UnmarkVersion];
+    }
+    match free_keep_label(secret, config, marked, version) {
+        Some(label) => vec![
+            Action::AttachLabel {
+                label,
+                version_id: marked.clone(),
+            },
+            Action::UnmarkVersion,
+        ],
+        // Keep the marker: it is the only trace of the version.
+        None => Vec::new(),
+    }
+}
+
+fn repair_label(actions: &[Action]) -> Option<String> {
+    actions.iter().find_map(|action| match action {
+        Action::AttachLabel { label, .. } => Some(label.clone()),
+        _ => None,
+    })
+}
+
+/// The keep-label for `version_id`, or the same with the version id appended when another version
+/// already carries it. Never a label that sits on another version: it would have to be moved.
+fn free_keep_label(
+    secret: &SecretState,
+    config: &Config,
+    version_id: &str,
+    version: &Version,
+) -> Option<String> {
+    let base = keep_label(&config.keep_label_prefix, version_id, version.created);
+    let suffixed = format!("{base}_{version_id}");
+    [base, suffixed].into_iter().find(|label| {
+        secret
+            .holder_of(label)
+            .is_none_or(|holder| holder == version_id)
+    })
+}
+
+fn rescue_reason(step: FailedStep) -> String {
+    match step {
+        FailedStep::Unknown => "rotation failed at an unknown step".to_owned(),
+        step => format!("rotation failed in {}", step.as_str()),
+    }
+}
+
+fn rescue_tags(
+    version_id: &str,
+    keep_label: Option<&str>,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> BTreeMap<String, String> {
+    let mut tags = BTreeMap::from([
+        (
+            tag::RESCUED_AT.to_owned(),
+            now.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        ),
+        (tag::KEPT_VERSION.to_owned(), tag_value(version_id)),
+        (tag::REASON.to_owned(), tag_value(reason)),
+    ]);
+    if let Some(label) = keep_label {
+        tags.insert(tag::KEEP_LABEL.to_owned(), tag_value(label));
+    }
+    tags
+}
+
+/// A tag value within the character rules: letters, digits, spaces and `_ . : / = + - @`, at
+/// most 256 characters (AWS-FACTS 3). Anything else becomes a space.
+pub fn tag_value(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_alphanumeric()
+                || matches!(c, ' ' | '_' | '.' | ':' | '/' | '=' | '+' | '-' | '@')
+            {
+                c
+            } else {
+                ' '
+            }
+        })
+        .take(256)
+        .collect()
+}

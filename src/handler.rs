@@ -1,0 +1,152 @@
+//! The entry point, as a table of contents: parse the trigger, rescue each secret, report.
+
+use chrono::{DateTime, Utc};
+use lambda_runtime::Diagnostic;
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::config::Config;
+use crate::decide::{ArnParts, Cause, Home};
+use crate::event::{self, EventError, Trigger};
+use crate::outcome::{Outcome, SecretReport, Summary};
+use crate::rescue::Rescuer;
+use crate::secrets::SecretsApi;
+
+/// Why an invocation is reported as failed. Lambda shows the variant as `errorType`.
+#[derive(Debug, Error)]
+pub enum HandlerError {
+    /// Nothing was touched: the payload is not one this function accepts.
+    #[error(transparent)]
+    InvalidEvent(#[from] EventError),
+    /// An event trigger left secrets `failed`; the error makes Lambda retry the event.
+    #[error("{failed} of {total} secrets failed; first: {first}")]
+    SecretsFailed {
+        failed: usize,
+        total: usize,
+        first: String,
+    },
+}
+
+impl From<HandlerError> for Diagnostic {
+    fn from(err: HandlerError) -> Diagnostic {
+        let error_type = match err {
+            HandlerError::InvalidEvent(_) => "InvalidEvent",
+            HandlerError::SecretsFailed { .. } => "SecretsFailed",
+        };
+        Diagnostic {
+            error_type: error_type.to_owned(),
+            error_message: err.to_string(),
+        }
+    }
+}
+
+/// Long-lived state, built once per cold start.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub api: SecretsApi,
+    pub config: Config,
+}
+
+impl App {
+    pub fn new(api: SecretsApi, config: Config) -> Self {
+        App { api, config }
+    }
+
+    /// Handles one invocation. `invoked_function_arn` comes from the Lambda context; it may be a
+    /// placeholder (local emulators pass `function-arn`), in which case the account comes from
+    /// `RESCUE_ACCOUNT_ID`.
+    pub async fn handle(
+        &self,
+        raw: &Value,
+        invoked_function_arn: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Summary, HandlerError> {
+        let trigger = event::parse(raw).inspect_err(|err| {
+            tracing::error!(error = %err, "payload rejected");
+        })?;
+        let rescuer = Rescuer {
+            api: self.api.clone(),
+            config: self.config.clone(),
+            home: self.home(invoked_function_arn),
+        };
+
+        let summary = match &trigger {
+            Trigger::RotationFailed(failed) => {
+                let cause = Cause::RotationFailed {
+                    failed_at: failed.failed_at,
+                    step: failed.step,
+                };
+                let report = rescuer
+                    .rescue(&failed.secret_id, cause, self.config.dry_run, now)
+                    .await;
+                Summary::new("rotation_failed", self.config.dry_run, vec![report])
+            }
+            Trigger::OtherServiceEvent {
+                event_name,
+                secret_id,
+            } => {
+                let reports = secret_id.iter().map(|id| {
+                    let reason = format!("{event_name} needs nothing; only RotationFailed acts");
+                    SecretReport::new(id, Outcome::NothingToDo, reason)
+                });
+                Summary::new(event_name, self.config.dry_run, reports.collect())
+            }
+            Trigger::Operator(request) => {
+                let dry_run = self.config.dry_run || request.dry_run;
+                let mut reports = Vec::new();
+                for secret_id in unique(&request.secrets) {
+                    let report = rescuer
+                        .rescue(secret_id, Cause::Operator, dry_run, now)
+                        .await;
+                    reports.push(report);
+                }
+                Summary::new("operator", dry_run, reports)
+            }
+        };
+
+        tracing::info!(
+            trigger = %summary.trigger,
+            dry_run = summary.dry_run,
+            counts = ?summary.counts,
+            "invocation handled"
+        );
+        // An operator's call is synchronous: the summary, failures included, is the answer.
+        if trigger.is_operator() {
+            return Ok(summary);
+        }
+        let first = summary
+            .failed()
+            .next()
+            .map(|first| format!("{}: {}", first.secret_arn, first.reason));
+        match first {
+            None => Ok(summary),
+            Some(first) => Err(HandlerError::SecretsFailed {
+                failed: summary.failed().count(),
+                total: summary.secrets.len(),
+                first,
+            }),
+        }
+    }
+
+    fn home(&self, invoked_function_arn: &str) -> Home {
+        let from_context = ArnParts::parse(invoked_function_arn)
+            .filter(|arn| arn.service == "lambda")
+            .map(|arn| arn.account)
+            .filter(|account| account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()))
+            .map(str::to_owned);
+        Home {
+            account: from_context.or_else(|| self.config.account_id.clone()),
+            region: self.config.region.clone(),
+        }
+    }
+}
+
+/// The secrets in the order given, each once.
+fn unique(secrets: &[String]) -> Vec<&str> {
+    let mut seen = std::collections::HashSet::new();
+    secrets
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| seen.insert(*s))
+        .collect()
+}

@@ -1,0 +1,271 @@
+//! Every Secrets Manager call this function makes, and how their errors are read. Nothing here
+//! reads or writes a secret value: no `GetSecretValue`, no `PutSecretValue`, no KMS.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::types::Tag;
+use chrono::{DateTime, Utc};
+use thiserror::Error;
+
+use crate::decide::{SecretState, Version};
+
+/// Explicit limits for every call, so a stalled endpoint cannot use up the invocation: an attempt
+/// gets 5 s, a call with its retries 20 s. Throttling and 5xx answers are retried by the SDK's
+/// standard policy (exponential backoff with jitter), up to 4 attempts.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(20);
+pub const MAX_ATTEMPTS: u32 = 4;
+
+/// Loads the SDK configuration from the environment (region, credentials, and endpoint overrides
+/// such as `AWS_ENDPOINT_URL`) with this function's timeouts and retry policy.
+pub async fn client_from_env() -> Client {
+    let sdk_config = aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(timeouts())
+        .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+        .load()
+        .await;
+    Client::new(&sdk_config)
+}
+
+pub fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build()
+}
+
+/// How a call failed, as far as the decision to go on depends on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    NotFound,
+    /// `InvalidRequestException`: for example, marked for deletion, or no rotation ever set.
+    InvalidRequest,
+    /// `InvalidParameterException`: for example, a label not on that version, or a replica.
+    InvalidParameter,
+    /// `LimitExceededException`: for example, the 20-label quota.
+    LimitExceeded,
+    AccessDenied,
+    /// Still throttled after the SDK's retries.
+    Throttled,
+    /// No answer, a timeout, or an error without a code.
+    Transport,
+    Other(String),
+}
+
+#[derive(Debug, Error)]
+#[error("{operation} failed ({kind:?}): {message}")]
+pub struct CallError {
+    pub operation: &'static str,
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl CallError {
+    fn from_sdk<E, R>(operation: &'static str, err: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        let code = err.code().map(str::to_owned);
+        let message = match (err.message(), &code) {
+            (Some(message), _) => message.to_owned(),
+            (None, _) => aws_sdk_secretsmanager::error::DisplayErrorContext(&err).to_string(),
+        };
+        let kind = match code.as_deref() {
+            Some("ResourceNotFoundException") => ErrorKind::NotFound,
+            Some("InvalidRequestException") => ErrorKind::InvalidRequest,
+            Some("InvalidParameterException") => ErrorKind::InvalidParameter,
+            Some("LimitExceededException") => ErrorKind::LimitExceeded,
+            Some("AccessDeniedException") => ErrorKind::AccessDenied,
+            // Not a modeled Secrets Manager error: matched by its code (TOOLS.md).
+            Some("ThrottlingException" | "Throttling" | "TooManyRequestsException") => {
+                ErrorKind::Throttled
+            }
+            Some(other) => ErrorKind::Other(other.to_owned()),
+            None => ErrorKind::Transport,
+        };
+        CallError {
+            operation,
+            kind,
+            message,
+        }
+    }
+}
+
+/// The Secrets Manager calls, on a client given from outside (so tests can hand in a mock).
+#[derive(Debug, Clone)]
+pub struct SecretsApi {
+    client: Client,
+}
+
+impl SecretsApi {
+    pub fn new(client: Client) -> Self {
+        SecretsApi { client }
+    }
+
+    /// `DescribeSecret` plus `ListSecretVersionIds` (with deprecated versions, for creation dates
+    /// and versions that lost their labels). `None` when the secret does not exist.
+    pub async fn describe(&self, secret_id: &str) -> Result<Option<SecretState>, CallError> {
+        let described = match self
+            .client
+            .describe_secret()
+            .secret_id(secret_id)
+            .send()
+            .await
+        {
+            Ok(described) => described,
+            Err(err) => {
+                let err = CallError::from_sdk("DescribeSecret", err);
+                return match err.kind {
+                    ErrorKind::NotFound => Ok(None),
+                    _ => Err(err),
+                };
+            }
+        };
+        let arn = described.arn().unwrap_or(secret_id).to_owned();
+
+        // Labels come from DescribeSecret's VersionIdsToStages (AWS-FACTS 3); the listing adds
+        // creation dates and the versions that have no label.
+        let mut versions: BTreeMap<String, Version> = described
+            .version_ids_to_stages()
+            .into_iter()
+            .flatten()
+            .map(|(id, stages)| {
+                let stages: BTreeSet<String> = stages.iter().cloned().collect();
+                (
+                    id.clone(),
+                    Version {
+                        stages,
+                        created: None,
+                    },
+                )
+            })
+            .collect();
+        let mut pages = self
+            .client
+            .list_secret_version_ids()
+            .secret_id(&arn)
+            .include_deprecated(true)
+            .max_results(100)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| CallError::from_sdk("ListSecretVersionIds", err))?;
+            for entry in page.versions() {
+                let Some(id) = entry.version_id() else {
+                    continue;
+                };
+                versions.entry(id.to_owned()).or_default().created =
+                    entry.created_date().and_then(to_chrono);
+            }
+        }
+
+        Ok(Some(SecretState {
+            name: described.name().unwrap_or_default().to_owned(),
+            rotation_enabled: described.rotation_enabled(),
+            rotation_lambda_arn: described
+                .rotation_lambda_arn()
+                .filter(|arn| !arn.is_empty())
+                .map(str::to_owned),
+            deleted: described.deleted_date().is_some(),
+            primary_region: described.primary_region().map(str::to_owned),
+            owning_service: described
+                .owning_service()
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+            tags: described
+                .tags()
+                .iter()
+                .filter_map(|tag| Some((tag.key()?.to_owned(), tag.value()?.to_owned())))
+                .collect(),
+            versions,
+            arn,
+        }))
+    }
+
+    /// `CancelRotateSecret`. Its `VersionId` answer is not used: emulators return another version
+    /// than AWS does (AWS-FACTS 9); the stuck version comes from `VersionIdsToStages`.
+    pub async fn cancel_rotation(&self, arn: &str) -> Result<(), CallError> {
+        self.client
+            .cancel_rotate_secret()
+            .secret_id(arn)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| CallError::from_sdk("CancelRotateSecret", err))
+    }
+
+    /// Attaches `label` to `version_id`. Only for a label that sits on no other version: moving
+    /// a label off another version would have to name it (`RemoveFromVersionId`).
+    pub async fn attach_label(
+        &self,
+        arn: &str,
+        label: &str,
+        version_id: &str,
+    ) -> Result<(), CallError> {
+        self.client
+            .update_secret_version_stage()
+            .secret_id(arn)
+            .version_stage(label)
+            .move_to_version_id(version_id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| CallError::from_sdk("UpdateSecretVersionStage", err))
+    }
+
+    /// Removes `label` from `version_id`, moving it nowhere.
+    pub async fn remove_label(
+        &self,
+        arn: &str,
+        label: &str,
+        version_id: &str,
+    ) -> Result<(), CallError> {
+        self.client
+            .update_secret_version_stage()
+            .secret_id(arn)
+            .version_stage(label)
+            .remove_from_version_id(version_id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| CallError::from_sdk("UpdateSecretVersionStage", err))
+    }
+
+    pub async fn tag(&self, arn: &str, tags: &BTreeMap<String, String>) -> Result<(), CallError> {
+        let tags = tags
+            .iter()
+            .map(|(key, value)| Tag::builder().key(key).value(value).build());
+        self.client
+            .tag_resource()
+            .secret_id(arn)
+            .set_tags(Some(tags.collect()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| CallError::from_sdk("TagResource", err))
+    }
+
+    pub async fn untag(&self, arn: &str, key: &str) -> Result<(), CallError> {
+        self.client
+            .untag_resource()
+            .secret_id(arn)
+            .tag_keys(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| CallError::from_sdk("UntagResource", err))
+    }
+}
+
+fn to_chrono(time: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(time.secs(), time.subsec_nanos())
+}
