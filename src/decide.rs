@@ -295,7 +295,19 @@ pub fn decide(
         return Decision::Skip(reason);
     }
 
-    let repair = repair_interrupted(secret, config);
+    let repair = match repair_interrupted(secret, config) {
+        Ok(repair) => repair,
+        Err(reason) => {
+            return Decision::Act(Plan {
+                goal: Goal::NeedsAttention,
+                reason,
+                actions: Vec::new(),
+                stuck_version_id: secret.tags.get(tag::UNLABELLED_VERSION).cloned(),
+                keep_label: None,
+                may_hold_live_credential: true,
+            });
+        }
+    };
     let stuck = secret.stuck_versions();
     let stuck_id = match stuck.as_slice() {
         [] if repair.is_empty() => {
@@ -415,6 +427,11 @@ pub fn decide(
         }
         plan.keep_label = Some(label);
     }
+    // A marker left on this version by an interrupted rescue is dropped once it is kept.
+    let marked = secret.tags.get(tag::UNLABELLED_VERSION);
+    if marked.is_some_and(|id| id == stuck_id) && !plan.actions.contains(&Action::UnmarkVersion) {
+        plan.actions.push(Action::UnmarkVersion);
+    }
 
     plan.reason = rescue_reason(cause.step());
     if config.tag_secrets {
@@ -485,31 +502,40 @@ fn out_of_bounds(
 
 /// A rescue that was interrupted between removing `AWSPENDING` and attaching the keep-label left
 /// its marker tag: re-attach the keep-label by version id, then drop the marker.
-fn repair_interrupted(secret: &SecretState, config: &Config) -> Vec<Action> {
+fn repair_interrupted(secret: &SecretState, config: &Config) -> Result<Vec<Action>, String> {
     let Some(marked) = secret.tags.get(tag::UNLABELLED_VERSION) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let Some(version) = secret.versions.get(marked) else {
         // Purged or never existed: nothing left to keep; the marker only misleads.
-        return vec![Action::UnmarkVersion];
+        return Ok(vec![Action::UnmarkVersion]);
     };
     if version.stages.contains(stage::PENDING) {
         // Still stuck: the ordinary rescue below handles it and removes the marker.
-        return Vec::new();
+        return Ok(Vec::new());
     }
     if !version.stages.is_empty() {
-        return vec![Action::UnmarkVersion];
+        return Ok(vec![Action::UnmarkVersion]);
+    }
+    // The marker stays in every refusal below: it is the only trace of the version.
+    if secret.label_count() >= MAX_LABELS_PER_SECRET {
+        return Err(format!(
+            "version {marked} has no label and the 20-label quota is full: free a label, or \
+             re-label it by id (the tag {} names it)",
+            tag::UNLABELLED_VERSION
+        ));
     }
     match free_keep_label(secret, config, marked, version) {
-        Some(label) => vec![
+        Some(label) => Ok(vec![
             Action::AttachLabel {
                 label,
                 version_id: marked.clone(),
             },
             Action::UnmarkVersion,
-        ],
-        // Keep the marker: it is the only trace of the version.
-        None => Vec::new(),
+        ]),
+        None => Err(format!(
+            "version {marked} has no label and both candidate keep-labels sit on other versions"
+        )),
     }
 }
 
@@ -580,3 +606,7 @@ pub fn tag_value(text: &str) -> String {
         .take(256)
         .collect()
 }
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

@@ -257,7 +257,7 @@ struct CloudTrailDetail {
     event_name: Option<String>,
     #[serde(default)]
     event_time: Option<String>,
-    #[serde(default)]
+    #[serde(rename = "eventID", default)]
     event_id: Option<String>,
     #[serde(default)]
     error_message: Option<String>,
@@ -440,7 +440,7 @@ mod tests {
     #[test]
     fn unrecognized_payloads_say_what_was_received_and_what_is_accepted() {
         let cases = [
-            (json!({"foo": 1, "bar": 2}), "keys [bar, foo]"),
+            (json!({"foo": 1, "bar": 2}), "keys [foo, bar]"),
             (json!([1, 2]), "a JSON array"),
             (json!("hello"), "a JSON string"),
             (json!(null), "null"),
