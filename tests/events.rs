@@ -1,0 +1,93 @@
+//! Every file in `events/` goes through the production dispatcher, and the trigger and fields it
+//! yields are asserted. A new file without an expectation here fails the suite.
+
+use std::path::Path;
+
+use rotation_rescue::event::{self, FailedStep, OperatorRequest, Trigger};
+use serde_json::Value;
+
+const PROD_DB: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf";
+
+fn load(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("events")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path:?}: {e}"))
+}
+
+fn rotation_failed(name: &str) -> event::RotationFailed {
+    match event::parse(&load(name)) {
+        Ok(Trigger::RotationFailed(failed)) => failed,
+        other => panic!("{name}: expected RotationFailed, got {other:?}"),
+    }
+}
+
+fn check(name: &str) {
+    match name {
+        "rotation-failed.json" => {
+            let failed = rotation_failed(name);
+            assert_eq!(failed.secret_id, PROD_DB);
+            assert_eq!(failed.step, FailedStep::CreateSecret);
+            assert_eq!(failed.failed_at.to_rfc3339(), "2024-05-01T00:50:20+00:00");
+            assert_eq!(
+                failed.event_id.as_deref(),
+                Some("e3b69cfe-b70e-4c94-baa9-9decc3c150b9")
+            );
+        }
+        "rotation-failed-test-secret.json" => {
+            let failed = rotation_failed(name);
+            assert_eq!(failed.secret_id, PROD_DB);
+            assert_eq!(failed.step, FailedStep::TestSecret);
+        }
+        "rotation-failed-not-created-by-lambda.json" => {
+            let failed = rotation_failed(name);
+            assert_eq!(failed.secret_id, PROD_DB);
+            assert_eq!(failed.step, FailedStep::CreateSecret);
+        }
+        "rotation-succeeded.json" => match event::parse(&load(name)) {
+            Ok(Trigger::OtherServiceEvent {
+                event_name,
+                secret_id,
+            }) => {
+                assert_eq!(event_name, "RotationSucceeded");
+                assert_eq!(secret_id.as_deref(), Some(PROD_DB));
+            }
+            other => panic!("{name}: expected another service event, got {other:?}"),
+        },
+        "operator.json" => assert_eq!(
+            event::parse(&load(name)),
+            Ok(Trigger::Operator(OperatorRequest {
+                secrets: vec!["prod/db".into()],
+                dry_run: false,
+            }))
+        ),
+        "operator-dry-run.json" => assert_eq!(
+            event::parse(&load(name)),
+            Ok(Trigger::Operator(OperatorRequest {
+                secrets: vec![
+                    "prod/db".into(),
+                    "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/api-key-XyZ123"
+                        .into(),
+                ],
+                dry_run: true,
+            }))
+        ),
+        other => panic!("events/{other} has no expectation in tests/events.rs"),
+    }
+}
+
+#[test]
+fn every_events_file_is_recognised_with_its_fields() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("events");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("events/ exists")
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".json"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 6, "events/ holds {names:?}");
+    for name in &names {
+        check(name);
+    }
+}
