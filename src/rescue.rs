@@ -103,7 +103,18 @@ impl Rescuer {
                 (Action::TagSecret { .. } | Action::UnmarkVersion, _) => {
                     report.warnings.push(err.to_string());
                 }
+                // The label quota refused the keep-label even after AWSPENDING freed a slot
+                // (another writer took it): the marker tag stays as the version's only trace.
+                (Action::AttachLabel { label, version_id }, ErrorKind::LimitExceeded)
+                    if report.actions.contains(&Action::RemovePending {
+                        version_id: version_id.clone(),
+                    }) =>
+                {
+                    return unlabelled_attention(report, label, version_id, &err);
+                }
                 // The label quota refused the keep-label: AWSPENDING must free a slot first.
+                // (The SDK counts LimitExceededException as throttling, so this arrives after
+                // its retries.)
                 (Action::AttachLabel { label, version_id }, ErrorKind::LimitExceeded) => {
                     let rest: Vec<Action> = actions.by_ref().collect();
                     return self
@@ -180,13 +191,7 @@ impl Rescuer {
         }
         report.actions.push(remove);
         if let Err(err) = self.execute(arn, &attach).await {
-            report.outcome = Outcome::NeedsAttention;
-            report.reason = format!(
-                "AWSPENDING removed but {label} could not be attached: version {version_id} \
-                 has no label; the secret's tag {} names it: {err}",
-                decide::tag::UNLABELLED_VERSION
-            );
-            return report;
+            return unlabelled_attention(report, label, version_id, &err);
         }
         report.actions.push(attach);
         for action in std::iter::once(Action::UnmarkVersion).chain(rest) {
@@ -283,6 +288,23 @@ fn planned_report(arn: &str, plan: &Plan) -> SecretReport {
             plan.stuck_version_id.as_deref().unwrap_or("?")
         ));
     }
+    report
+}
+
+/// `AWSPENDING` is gone but the keep-label could not be attached: the version has no label, and
+/// only the marker tag names it.
+fn unlabelled_attention(
+    mut report: SecretReport,
+    label: &str,
+    version_id: &str,
+    err: &CallError,
+) -> SecretReport {
+    report.outcome = Outcome::NeedsAttention;
+    report.reason = format!(
+        "AWSPENDING removed but {label} could not be attached: version {version_id} has no \
+         label; the secret's tag {} names it; re-label it by id: {err}",
+        decide::tag::UNLABELLED_VERSION
+    );
     report
 }
 
