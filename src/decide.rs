@@ -412,7 +412,13 @@ pub fn decide(
         let remove = Action::RemovePending {
             version_id: stuck_id.to_owned(),
         };
-        if secret.label_count() < MAX_LABELS_PER_SECRET {
+        // Labels the repair above attaches count against the quota too.
+        let repaired = plan
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::AttachLabel { .. }))
+            .count();
+        if secret.label_count() + repaired < MAX_LABELS_PER_SECRET {
             plan.actions.extend([attach, remove]);
         } else {
             // No slot for the keep-label until AWSPENDING frees one: leave a trace first.
