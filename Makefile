@@ -16,6 +16,11 @@ CONSTRAINTS  ?= tools/constraints.txt
 PIP_VERSION  ?= 26.3
 BINARY       ?= rotation-rescue-lambda
 
+TEST_LOG     ?= target/test-output.txt
+
+# bash, for PIPESTATUS: `cargo test | tee` must still fail when a test fails.
+SHELL := bash
+
 VENV_BIN := $(abspath $(VENV))/bin
 STAMP    := $(VENV)/.installed
 
@@ -67,7 +72,10 @@ test: venv
 check-rust: venv
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) test
+	mkdir -p $(dir $(TEST_LOG))
+	$(CARGO) test 2>&1 | tee $(TEST_LOG); exit $${PIPESTATUS[0]}
+	@awk '/^test result:/ { p += $$4; f += $$6; i += $$8 } \
+		END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, i }' $(TEST_LOG)
 
 lint-template: venv
 	sam validate --lint -t $(TEMPLATE)
