@@ -243,6 +243,21 @@ pub fn foreign_arn(secret_id: &str, home: &Home) -> Option<SkipReason> {
     }
 }
 
+/// The name prefix checked on the identifier, before describing: a scoped deployment's policy
+/// denies `DescribeSecret` outside the prefix, so asking would only fail. An identifier that
+/// passes is checked again on the described name.
+pub fn outside_name_prefix(secret_id: &str, config: &Config) -> Option<SkipReason> {
+    let prefix = config.scope.name_prefix.as_ref()?;
+    // A full ARN's resource is `secret:NAME-XXXXXX`: the suffix never hides a match.
+    let name = match ArnParts::parse(secret_id) {
+        Some(arn) => arn.resource.strip_prefix("secret:").unwrap_or(arn.resource),
+        None => secret_id,
+    };
+    (!name.starts_with(prefix.as_str())).then(|| SkipReason::OutsideNamePrefix {
+        prefix: prefix.clone(),
+    })
+}
+
 /// The region and account fields of an ARN (`arn:partition:service:region:account:resource`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ArnParts<'a> {
@@ -316,13 +331,23 @@ pub fn decide(
             };
         }
         [] => {
+            let keep_label = repair_label(&repair);
+            let reason = "finished an interrupted rescue".to_owned();
+            let mut actions = repair;
+            let marked = secret.tags.get(tag::UNLABELLED_VERSION);
+            if let (Some(version_id), Some(label), true) = (marked, &keep_label, config.tag_secrets)
+            {
+                actions.push(Action::TagSecret {
+                    tags: rescue_tags(version_id, Some(label), &reason, now),
+                });
+            }
             return Decision::Act(Plan {
                 goal: Goal::Rescued,
-                reason: "finished an interrupted rescue".into(),
-                keep_label: repair_label(&repair),
-                stuck_version_id: None,
+                reason,
+                keep_label,
+                stuck_version_id: marked.cloned(),
                 may_hold_live_credential: cause.step().may_have_changed_target(),
-                actions: repair,
+                actions,
             });
         }
         [one] => *one,

@@ -524,13 +524,19 @@ fn interrupted_quota_rescue_reattaches_the_marked_version_by_id() {
         .insert(tag::UNLABELLED_VERSION.into(), "v2".into());
     let plan = plan(run(&secret, event_cause()));
     assert_eq!(plan.goal, Goal::Rescued);
+    assert_eq!(plan.stuck_version_id.as_deref(), Some("v2"));
     assert_eq!(
-        plan.actions,
+        label_actions(&plan),
         vec![
             attach("RESCUED_20261203T165002Z", "v2"),
             Action::UnmarkVersion
         ]
     );
+    // ...and the rescue is recorded on the secret as for any other.
+    let Some(Action::TagSecret { tags }) = plan.actions.last() else {
+        panic!("no rescue tags: {:?}", plan.actions);
+    };
+    assert_eq!(tags[tag::KEPT_VERSION], "v2");
 }
 
 #[test]

@@ -88,12 +88,8 @@ impl FailedStep {
             };
         }
         // "Pending secret version <id> for Secret <arn> was not created by Lambda <arn>. ..."
-        // Secrets Manager checks this right after the createSecret call returns, so the rotation
-        // function never reached setSecret in this attempt.
-        if message.starts_with("Pending secret version ") && message.contains(" was not created by")
-        {
-            return FailedStep::CreateSecret;
-        }
+        // names no step: AWSPENDING was staged by someone other than the rotation function, who
+        // may already have set that credential on the target. So: unknown, the careful answer.
         FailedStep::Unknown
     }
 
@@ -165,10 +161,13 @@ fn parse_eventbridge(raw: &Value, object: &Map<String, Value>) -> Result<Trigger
         });
     }
 
-    let event: EventBridgeEvent<CloudTrailDetail> = serde_json::from_value(raw.clone())
-        .map_err(|err| malformed("Secrets Manager service event", err.to_string()))?;
+    const SERVICE_EVENT: &str = "Secrets Manager service event";
+    let event: EventBridgeEvent<CloudTrailDetail> = from_value(raw, SERVICE_EVENT)?;
     let detail = event.detail;
-    let event_name = detail.event_name.unwrap_or_default();
+    let event_name = detail
+        .event_name
+        .filter(|name| !name.is_empty())
+        .ok_or_else(|| malformed(SERVICE_EVENT, "detail.eventName is missing".into()))?;
     let secret_id = detail
         .additional_event_data
         .and_then(|data| data.secret_id)
@@ -210,8 +209,7 @@ fn parse_eventbridge(raw: &Value, object: &Map<String, Value>) -> Result<Trigger
 
 fn parse_operator(raw: &Value) -> Result<Trigger, EventError> {
     const SHAPE: &str = "operator request";
-    let request: OperatorRequest = serde_json::from_value(raw.clone())
-        .map_err(|err| malformed(SHAPE, format!("{err}; expected {ACCEPTED}")))?;
+    let request: OperatorRequest = from_value(raw, SHAPE)?;
     if request.secrets.is_empty() {
         return Err(malformed(
             SHAPE,
@@ -222,6 +220,22 @@ fn parse_operator(raw: &Value) -> Result<Trigger, EventError> {
         return Err(malformed(SHAPE, format!("secrets[{position}] is empty")));
     }
     Ok(Trigger::Operator(request))
+}
+
+/// Deserializes `raw`, naming the field at fault (`detail.additionalEventData.SecretId: invalid
+/// type ...`) when it does not fit.
+fn from_value<T: serde::de::DeserializeOwned>(
+    raw: &Value,
+    shape: &'static str,
+) -> Result<T, EventError> {
+    serde_path_to_error::deserialize(raw.clone()).map_err(|err| {
+        let path = err.path().to_string();
+        let problem = match path.as_str() {
+            "" | "." => err.inner().to_string(),
+            path => format!("{path}: {}", err.inner()),
+        };
+        malformed(shape, problem)
+    })
 }
 
 fn malformed(shape: &'static str, problem: String) -> EventError {
@@ -332,15 +346,12 @@ mod tests {
     }
 
     #[test]
-    fn second_message_form_is_a_create_secret_failure() {
+    fn second_message_form_names_no_step() {
         let message = "Pending secret version 3f1c9a7e for Secret arn:aws:secretsmanager:\
                        us-east-1:111122223333:secret:prod/db-AbCdEf was not created by Lambda \
                        arn:aws:lambda:us-east-1:111122223333:function:db-rotator. Remove the \
                        AWSPENDING staging label and restart rotation";
-        assert_eq!(
-            FailedStep::from_error_message(message),
-            FailedStep::CreateSecret
-        );
+        assert_eq!(FailedStep::from_error_message(message), FailedStep::Unknown);
     }
 
     #[test]

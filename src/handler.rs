@@ -10,7 +10,7 @@ use crate::decide::{ArnParts, Cause, Home};
 use crate::event::{self, EventError, Trigger};
 use crate::outcome::{Outcome, SecretReport, Summary};
 use crate::rescue::Rescuer;
-use crate::secrets::SecretsApi;
+use crate::secrets::{RESCUE_BUDGET, SecretsApi};
 
 /// Why an invocation is reported as failed. Lambda shows the variant as `errorType`.
 #[derive(Debug, Error)]
@@ -61,6 +61,19 @@ impl App {
         invoked_function_arn: &str,
         now: DateTime<Utc>,
     ) -> Result<Summary, HandlerError> {
+        self.handle_until(raw, invoked_function_arn, now, None)
+            .await
+    }
+
+    /// As [`App::handle`], starting no new secret when less than [`RESCUE_BUDGET`] is left
+    /// before `deadline` (`None`: unknown).
+    pub async fn handle_until(
+        &self,
+        raw: &Value,
+        invoked_function_arn: &str,
+        now: DateTime<Utc>,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Result<Summary, HandlerError> {
         let trigger = event::parse(raw).inspect_err(|err| {
             tracing::error!(error = %err, "payload rejected");
         })?;
@@ -95,6 +108,10 @@ impl App {
                 let dry_run = self.config.dry_run || request.dry_run;
                 let mut reports = Vec::new();
                 for secret_id in unique(&request.secrets) {
+                    if !time_for_one_more(deadline) {
+                        reports.push(not_reached(secret_id));
+                        continue;
+                    }
                     let report = rescuer
                         .rescue(secret_id, Cause::Operator, dry_run, now)
                         .await;
@@ -139,6 +156,32 @@ impl App {
             region: self.config.region.clone(),
         }
     }
+}
+
+/// Whether one more rescue fits before `deadline`, read from the clock now.
+fn time_for_one_more(deadline: Option<DateTime<Utc>>) -> bool {
+    let Some(deadline) = deadline else {
+        return true;
+    };
+    let left = (deadline - Utc::now()).to_std().unwrap_or_default();
+    left >= RESCUE_BUDGET
+}
+
+fn not_reached(secret_id: &str) -> SecretReport {
+    let reason = format!(
+        "not started: less than {} s of the invocation was left",
+        RESCUE_BUDGET.as_secs()
+    );
+    let report = SecretReport::new(secret_id, Outcome::NotReached, reason);
+    report.log();
+    report
+}
+
+/// The invocation's deadline from the Lambda context (milliseconds since the epoch). A deadline
+/// already past, as local emulators send, means unknown rather than none left.
+pub fn deadline_from_context(deadline_ms: u64, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let deadline = DateTime::from_timestamp_millis(i64::try_from(deadline_ms).ok()?)?;
+    (deadline > now).then_some(deadline)
 }
 
 /// The secrets in the order given, each once.

@@ -25,6 +25,8 @@ pub enum Outcome {
     Planned,
     /// A call failed; the reason names it. The secret is no worse than the failure left it.
     Failed,
+    /// Not started: too little of the invocation was left for one more rescue.
+    NotReached,
 }
 
 impl Outcome {
@@ -37,6 +39,7 @@ impl Outcome {
             Outcome::NeedsAttention => "needs_attention",
             Outcome::Planned => "planned",
             Outcome::Failed => "failed",
+            Outcome::NotReached => "not_reached",
         }
     }
 }
@@ -82,6 +85,9 @@ impl SecretReport {
     pub fn log(&self) {
         let actions: Vec<&str> = self.actions.iter().map(Action::name).collect();
         let actions = actions.join(",");
+        // Event triggers are invoked asynchronously: the log is where the note and the warnings
+        // reach a person.
+        let warnings = self.warnings.join("; ");
         macro_rules! line {
             ($level:ident) => {
                 tracing::$level!(
@@ -92,13 +98,14 @@ impl SecretReport {
                     stuck_version_id = self.stuck_version_id.as_deref(),
                     keep_label = self.keep_label.as_deref(),
                     failed_step = self.failed_step.map(FailedStep::as_str),
-                    warnings = self.warnings.len(),
+                    live_credential_note = self.live_credential_note.as_deref(),
+                    warnings = %warnings,
                     "secret handled"
                 )
             };
         }
         match self.outcome {
-            Outcome::Failed => line!(error),
+            Outcome::Failed | Outcome::NotReached => line!(error),
             Outcome::NeedsAttention => line!(warn),
             _ if !self.warnings.is_empty() => line!(warn),
             _ => line!(info),
@@ -130,7 +137,10 @@ impl Summary {
         }
     }
 
+    /// The secrets that a retry of the invocation would still have to handle.
     pub fn failed(&self) -> impl Iterator<Item = &SecretReport> {
-        self.secrets.iter().filter(|r| r.outcome == Outcome::Failed)
+        self.secrets
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Failed | Outcome::NotReached))
     }
 }

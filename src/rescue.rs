@@ -39,8 +39,11 @@ impl Rescuer {
         dry_run: bool,
         now: DateTime<Utc>,
     ) -> SecretReport {
-        // An ARN of another account or region is not described at all.
-        if let Some(reason) = decide::foreign_arn(secret_id, &self.home) {
+        // An ARN of another account or region, or a name outside the scope prefix, is not
+        // described at all.
+        let early_skip = decide::foreign_arn(secret_id, &self.home)
+            .or_else(|| decide::outside_name_prefix(secret_id, &self.config));
+        if let Some(reason) = early_skip {
             return SecretReport::new(secret_id, Outcome::Skipped, reason.to_string());
         }
         let secret = match self.api.describe(secret_id).await {
@@ -76,10 +79,15 @@ impl Rescuer {
                 goal_outcome(&plan.goal).as_str(),
                 plan.reason
             );
-            report.actions = plan.actions;
-            return report;
+            report.keep_label = plan.keep_label.clone();
+            report.actions = plan.actions.clone();
+        } else {
+            report = self
+                .carry_out(&secret, plan.clone(), cause, now, report)
+                .await;
         }
-        self.carry_out(&secret, plan, cause, now, report).await
+        add_live_credential_note(&mut report, &plan);
+        report
     }
 
     /// Runs the plan's actions in order. Each failure is judged by what it leaves behind.
@@ -95,7 +103,7 @@ impl Rescuer {
         let mut actions = plan.actions.into_iter();
         while let Some(action) = actions.next() {
             let Err(err) = self.execute(arn, &action).await else {
-                report.actions.push(action);
+                record(&mut report, action);
                 continue;
             };
             match (&action, &err.kind) {
@@ -103,23 +111,39 @@ impl Rescuer {
                 (Action::TagSecret { .. } | Action::UnmarkVersion, _) => {
                     report.warnings.push(err.to_string());
                 }
-                // The label quota refused the keep-label even after AWSPENDING freed a slot
-                // (another writer took it): the marker tag stays as the version's only trace.
-                (Action::AttachLabel { label, version_id }, ErrorKind::LimitExceeded)
-                    if report.actions.contains(&Action::RemovePending {
+                (Action::AttachLabel { label, version_id }, kind) => {
+                    if matches!(
+                        kind,
+                        ErrorKind::InvalidRequest | ErrorKind::InvalidParameter
+                    ) {
+                        // Perhaps a concurrent rescue attached it, or the secret is going away.
+                        match self.confirm(arn, &action, cause, now).await {
+                            Confirmation::Done => {
+                                record(&mut report, action);
+                                continue;
+                            }
+                            Confirmation::Skip(reason) => return skipped(report, reason, &err),
+                            Confirmation::NotDone => {}
+                        }
+                    }
+                    let remove = Action::RemovePending {
                         version_id: version_id.clone(),
-                    }) =>
-                {
-                    return unlabelled_attention(report, label, version_id, &err);
-                }
-                // The label quota refused the keep-label: AWSPENDING must free a slot first.
-                // (The SDK counts LimitExceededException as throttling, so this arrives after
-                // its retries.)
-                (Action::AttachLabel { label, version_id }, ErrorKind::LimitExceeded) => {
-                    let rest: Vec<Action> = actions.by_ref().collect();
-                    return self
-                        .attach_after_freeing_slot(arn, label, version_id, rest, report)
-                        .await;
+                    };
+                    // Without a removal of AWSPENDING still to come, the version has no label
+                    // now (the quota order, or a repair): only the marker tag names it.
+                    if !actions.as_slice().contains(&remove) {
+                        return unlabelled(report, label, version_id, &err);
+                    }
+                    // The label quota refused the keep-label: AWSPENDING must free a slot
+                    // first. (The SDK counts LimitExceededException as throttling, so this
+                    // arrives after its retries.)
+                    if *kind == ErrorKind::LimitExceeded {
+                        let rest: Vec<Action> = actions.by_ref().collect();
+                        return self
+                            .attach_after_freeing_slot(arn, label, version_id, rest, report)
+                            .await;
+                    }
+                    return failed(report, &err);
                 }
                 (Action::MarkUnlabelledVersion { version_id }, _) => {
                     report.outcome = Outcome::NeedsAttention;
@@ -132,12 +156,8 @@ impl Rescuer {
                 (_, ErrorKind::InvalidRequest | ErrorKind::InvalidParameter) => {
                     // Perhaps a concurrent rescue, or a deletion, got there first: look again.
                     match self.confirm(arn, &action, cause, now).await {
-                        Confirmation::Done => report.actions.push(action),
-                        Confirmation::Skip(reason) => {
-                            report.outcome = Outcome::Skipped;
-                            report.reason = format!("{reason} (found after {err})");
-                            return report;
-                        }
+                        Confirmation::Done => record(&mut report, action),
+                        Confirmation::Skip(reason) => return skipped(report, reason, &err),
                         Confirmation::NotDone => return failed(report, &err),
                     }
                 }
@@ -191,9 +211,9 @@ impl Rescuer {
         }
         report.actions.push(remove);
         if let Err(err) = self.execute(arn, &attach).await {
-            return unlabelled_attention(report, label, version_id, &err);
+            return unlabelled(report, label, version_id, &err);
         }
-        report.actions.push(attach);
+        record(&mut report, attach);
         for action in std::iter::once(Action::UnmarkVersion).chain(rest) {
             match self.execute(arn, &action).await {
                 Ok(()) => report.actions.push(action),
@@ -276,35 +296,70 @@ fn goal_outcome(goal: &Goal) -> Outcome {
     }
 }
 
-/// The report a plan ends in when every action succeeds.
+/// The report a plan ends in when every action succeeds. The keep-label is reported once
+/// attached (or at once when the version already carries it).
 fn planned_report(arn: &str, plan: &Plan) -> SecretReport {
     let mut report = SecretReport::new(arn, goal_outcome(&plan.goal), plan.reason.clone());
     report.stuck_version_id = plan.stuck_version_id.clone();
-    report.keep_label = plan.keep_label.clone();
-    if let (Some(label), true) = (&plan.keep_label, plan.may_hold_live_credential) {
-        report.live_credential_note = Some(format!(
-            "the failed step may have changed the target system: version {} (label {label}) \
-             may hold the credential in use; check it before deleting it",
-            plan.stuck_version_id.as_deref().unwrap_or("?")
-        ));
-    }
+    let attaches = |label: &String| {
+        plan.actions
+            .iter()
+            .any(|a| matches!(a, Action::AttachLabel { label: l, .. } if l == label))
+    };
+    report.keep_label = plan.keep_label.clone().filter(|label| !attaches(label));
     report
 }
 
+/// Says so when the kept (or stuck) version may hold the credential the target system uses.
+fn add_live_credential_note(report: &mut SecretReport, plan: &Plan) {
+    let Some(version_id) = plan.stuck_version_id.as_deref() else {
+        return;
+    };
+    if !plan.may_hold_live_credential || report.outcome == Outcome::Skipped {
+        return;
+    }
+    let place = match &report.keep_label {
+        Some(label) => format!("version {version_id} (label {label})"),
+        None => format!("version {version_id}"),
+    };
+    report.live_credential_note = Some(format!(
+        "the failed step may have changed the target system: {place} may hold the credential \
+         in use; check it before deleting it"
+    ));
+}
+
+/// Adds a completed action to the report; an attached label is the keep-label from then on.
+fn record(report: &mut SecretReport, action: Action) {
+    if let Action::AttachLabel { label, .. } = &action {
+        report.keep_label = Some(label.clone());
+    }
+    report.actions.push(action);
+}
+
 /// `AWSPENDING` is gone but the keep-label could not be attached: the version has no label, and
-/// only the marker tag names it.
-fn unlabelled_attention(
+/// only the marker tag names it. A refusal by the quota needs a person; anything else is retried
+/// (the retry re-attaches the label by id from the marker).
+fn unlabelled(
     mut report: SecretReport,
     label: &str,
     version_id: &str,
     err: &CallError,
 ) -> SecretReport {
-    report.outcome = Outcome::NeedsAttention;
+    report.outcome = match err.kind {
+        ErrorKind::LimitExceeded => Outcome::NeedsAttention,
+        _ => Outcome::Failed,
+    };
     report.reason = format!(
-        "AWSPENDING removed but {label} could not be attached: version {version_id} has no \
-         label; the secret's tag {} names it; re-label it by id: {err}",
+        "{label} could not be attached: version {version_id} has no label; the secret's tag {} \
+         names it; re-label it by id: {err}",
         decide::tag::UNLABELLED_VERSION
     );
+    report
+}
+
+fn skipped(mut report: SecretReport, reason: SkipReason, err: &CallError) -> SecretReport {
+    report.outcome = Outcome::Skipped;
+    report.reason = format!("{reason} (found after {err})");
     report
 }
 

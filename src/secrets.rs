@@ -16,12 +16,21 @@ use thiserror::Error;
 use crate::decide::{SecretState, Version};
 
 /// Explicit limits for every call, so a stalled endpoint cannot use up the invocation: an attempt
-/// gets 5 s, a call with its retries 20 s. Throttling and 5xx answers are retried by the SDK's
+/// gets 5 s, a call with its retries 15 s. Throttling and 5xx answers are retried by the SDK's
 /// standard policy (exponential backoff with jitter), up to 4 attempts.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(20);
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 pub const MAX_ATTEMPTS: u32 = 4;
+
+/// The most calls one rescue makes: describe, list versions, cancel, mark, remove, attach,
+/// unmark, tag; a conflict adds a describe and a list, and the quota path replaces its attach.
+pub const MAX_CALLS_PER_RESCUE: u32 = 10;
+
+/// The longest one rescue can take when every call runs to its timeout: no new secret is
+/// started with less than this left of the invocation.
+pub const RESCUE_BUDGET: Duration =
+    Duration::from_secs(OPERATION_TIMEOUT.as_secs() * MAX_CALLS_PER_RESCUE as u64);
 
 /// Loads the SDK configuration from the environment (region, credentials, and endpoint overrides
 /// such as `AWS_ENDPOINT_URL`) with this function's timeouts and retry policy.
@@ -158,7 +167,17 @@ impl SecretsApi {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|err| CallError::from_sdk("ListSecretVersionIds", err))?;
+            let page = match page {
+                Ok(page) => page,
+                Err(err) => {
+                    let err = CallError::from_sdk("ListSecretVersionIds", err);
+                    // Deleted (not scheduled: gone) between the two calls.
+                    return match err.kind {
+                        ErrorKind::NotFound => Ok(None),
+                        _ => Err(err),
+                    };
+                }
+            };
             for entry in page.versions() {
                 let Some(id) = entry.version_id() else {
                     continue;

@@ -996,7 +996,10 @@ async fn interrupted_rescue_is_finished_from_its_marker_tag() {
 
     let report = only_report(&summary);
     assert_eq!(report.outcome, Outcome::Rescued, "{report:#?}");
-    assert_eq!(action_names(report), ["attach_label", "unmark_version"]);
+    assert_eq!(
+        action_names(report),
+        ["attach_label", "unmark_version", "tag_secret"]
+    );
     let keep_label = reported_keep_label(report, since);
     let after = state(&client, &seeded.arn).await;
     assert_eq!(after.labels_of(seeded.pending()), vec![keep_label.as_str()]);
@@ -1004,6 +1007,14 @@ async fn interrupted_rescue_is_finished_from_its_marker_tag() {
         !after
             .tags
             .contains_key("rotation-rescue:unlabelled-version")
+    );
+    // The finished rescue is recorded like any other.
+    assert_eq!(
+        after
+            .tags
+            .get("rotation-rescue:kept-version")
+            .map(String::as_str),
+        Some(seeded.pending())
     );
 }
 

@@ -2,7 +2,7 @@
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use rotation_rescue::config::Config;
-use rotation_rescue::handler::App;
+use rotation_rescue::handler::{self, App};
 use rotation_rescue::secrets::{self, SecretsApi};
 use serde_json::Value;
 
@@ -18,8 +18,10 @@ async fn main() -> Result<(), Error> {
 
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let now = chrono::Utc::now();
-        let invoked_function_arn = &event.context.invoked_function_arn;
-        app.handle(&event.payload, invoked_function_arn, now).await
+        let context = &event.context;
+        let deadline = handler::deadline_from_context(context.deadline, now);
+        app.handle_until(&event.payload, &context.invoked_function_arn, now, deadline)
+            .await
     }))
     .await
 }
