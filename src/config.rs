@@ -3,6 +3,8 @@
 //! Each variable fails fast with its own name when its value is invalid, so a bad deployment
 //! shows up in the first cold start rather than in the middle of a rescue.
 
+use std::time::Duration;
+
 use thiserror::Error;
 
 /// A variable that could not be used, named so the operator can fix the stack parameter.
@@ -44,6 +46,12 @@ pub struct Config {
     pub account_id: Option<String>,
     /// The function's own region: secrets of other regions are not ours.
     pub region: String,
+    /// How long Secrets Manager's own retry gets before a stuck version is rescued.
+    pub grace: Duration,
+    /// Where deferred secrets are sent to be looked at again.
+    pub recheck_queue_url: Option<String>,
+    /// The shortest delay of a re-check, so that a re-check can never spin.
+    pub recheck_min_delay: Duration,
 }
 
 impl Config {
@@ -68,7 +76,33 @@ impl Config {
                 expected: "the function's region (Lambda sets it)",
             })?;
 
+        let grace = duration(get("RESCUE_GRACE"), "RESCUE_GRACE", DEFAULT_GRACE)?;
+        let recheck_queue_url = get("RESCUE_RECHECK_QUEUE_URL");
+        if !grace.is_zero() && recheck_queue_url.is_none() {
+            // Waiting is only safe when every deferred secret is looked at again.
+            return Err(ConfigError {
+                name: "RESCUE_RECHECK_QUEUE_URL",
+                value: String::new(),
+                expected: "the re-check queue's URL whenever RESCUE_GRACE is not 0",
+            });
+        }
+        let recheck_min_delay = duration(
+            get("RESCUE_RECHECK_MIN_DELAY"),
+            "RESCUE_RECHECK_MIN_DELAY",
+            DEFAULT_RECHECK_MIN_DELAY,
+        )?;
+        if recheck_min_delay.is_zero() || recheck_min_delay > MAX_RECHECK_DELAY {
+            return Err(ConfigError {
+                name: "RESCUE_RECHECK_MIN_DELAY",
+                value: humantime::format_duration(recheck_min_delay).to_string(),
+                expected: "a duration from 1s to 15m (SQS delays end at 15 minutes)",
+            });
+        }
+
         Ok(Config {
+            grace,
+            recheck_queue_url,
+            recheck_min_delay,
             dry_run: flag(get("RESCUE_DRY_RUN"), "RESCUE_DRY_RUN", false)?,
             keep_label_prefix: keep_label_prefix(get("RESCUE_KEEP_LABEL_PREFIX"))?,
             tag_secrets: flag(get("RESCUE_TAG_SECRETS"), "RESCUE_TAG_SECRETS", true)?,
@@ -80,6 +114,27 @@ impl Config {
             account_id: get("RESCUE_ACCOUNT_ID").map(account_id).transpose()?,
             region,
         })
+    }
+}
+
+const DEFAULT_GRACE: Duration = Duration::from_secs(15 * 60);
+const DEFAULT_RECHECK_MIN_DELAY: Duration = Duration::from_secs(60);
+const MAX_RECHECK_DELAY: Duration = Duration::from_secs(15 * 60);
+
+/// A duration such as `15m`, `90s` or `1h 30m`; a bare `0` is zero.
+fn duration(
+    value: Option<String>,
+    name: &'static str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value.as_deref() {
+        None => Ok(default),
+        Some("0") => Ok(Duration::ZERO),
+        Some(text) => humantime::parse_duration(text).map_err(|_| ConfigError {
+            name,
+            value: text.to_owned(),
+            expected: "a duration such as 15m, 90s or 0",
+        }),
     }
 }
 
@@ -163,8 +218,16 @@ mod tests {
     }
 
     #[test]
-    fn defaults_apply_when_only_the_region_is_set() {
-        let config = config(&[("AWS_REGION", "us-east-1")]).unwrap();
+    fn defaults_apply_when_only_the_region_and_queue_are_set() {
+        let queue = "https://sqs.us-east-1.amazonaws.com/123456789012/recheck";
+        let config = config(&[
+            ("AWS_REGION", "us-east-1"),
+            ("RESCUE_RECHECK_QUEUE_URL", queue),
+        ])
+        .unwrap();
+        assert_eq!(config.grace, Duration::from_secs(900));
+        assert_eq!(config.recheck_min_delay, Duration::from_secs(60));
+        assert_eq!(config.recheck_queue_url.as_deref(), Some(queue));
         assert!(!config.dry_run);
         assert!(config.tag_secrets);
         assert!(!config.allow_managed);
@@ -172,6 +235,28 @@ mod tests {
         assert_eq!(config.scope, Scope::default());
         assert_eq!(config.account_id, None);
         assert_eq!(config.region, "us-east-1");
+    }
+
+    #[test]
+    fn grace_without_a_recheck_queue_is_refused() {
+        let err = config(&[("AWS_REGION", "r")]).unwrap_err();
+        assert_eq!(err.name, "RESCUE_RECHECK_QUEUE_URL");
+        let immediate = config(&[("AWS_REGION", "r"), ("RESCUE_GRACE", "0")]).unwrap();
+        assert_eq!(immediate.grace, Duration::ZERO);
+        assert_eq!(immediate.recheck_queue_url, None);
+    }
+
+    #[test]
+    fn durations_read_human_units() {
+        let config = config(&[
+            ("AWS_REGION", "r"),
+            ("RESCUE_GRACE", "1h 30m"),
+            ("RESCUE_RECHECK_QUEUE_URL", "q"),
+            ("RESCUE_RECHECK_MIN_DELAY", "90s"),
+        ])
+        .unwrap();
+        assert_eq!(config.grace, Duration::from_secs(5400));
+        assert_eq!(config.recheck_min_delay, Duration::from_secs(90));
     }
 
     #[test]
@@ -189,9 +274,13 @@ mod tests {
             ("RESCUE_KEEP_LABEL_PREFIX", "AWSKEEP"),
             ("RESCUE_SCOPE_TAG", "=value"),
             ("RESCUE_ACCOUNT_ID", "12345"),
+            ("RESCUE_GRACE", "soon"),
+            ("RESCUE_RECHECK_MIN_DELAY", "0"),
+            ("RESCUE_RECHECK_MIN_DELAY", "20m"),
         ];
         for (name, value) in cases {
-            let err = config(&[("AWS_REGION", "us-east-1"), (name, value)]).unwrap_err();
+            let base = [("AWS_REGION", "us-east-1"), ("RESCUE_GRACE", "0")];
+            let err = config(&[base[0], base[1], (name, value)]).unwrap_err();
             assert_eq!(err.name, name, "{name}={value}");
             assert!(err.to_string().contains(name), "{err}");
         }
@@ -199,7 +288,12 @@ mod tests {
 
     #[test]
     fn scope_tag_takes_key_or_key_and_value() {
-        let only_key = config(&[("AWS_REGION", "r"), ("RESCUE_SCOPE_TAG", "team")]).unwrap();
+        let only_key = config(&[
+            ("AWS_REGION", "r"),
+            ("RESCUE_GRACE", "0"),
+            ("RESCUE_SCOPE_TAG", "team"),
+        ])
+        .unwrap();
         assert_eq!(
             only_key.scope.tag,
             Some(ScopeTag {
@@ -207,15 +301,30 @@ mod tests {
                 value: None
             })
         );
-        let pair = config(&[("AWS_REGION", "r"), ("RESCUE_SCOPE_TAG", "team=db")]).unwrap();
+        let pair = config(&[
+            ("AWS_REGION", "r"),
+            ("RESCUE_GRACE", "0"),
+            ("RESCUE_SCOPE_TAG", "team=db"),
+        ])
+        .unwrap();
         assert_eq!(pair.scope.tag.unwrap().value.as_deref(), Some("db"));
     }
 
     #[test]
     fn flags_accept_common_spellings() {
-        let on = config(&[("AWS_REGION", "r"), ("RESCUE_DRY_RUN", "TRUE")]).unwrap();
+        let on = config(&[
+            ("AWS_REGION", "r"),
+            ("RESCUE_GRACE", "0"),
+            ("RESCUE_DRY_RUN", "TRUE"),
+        ])
+        .unwrap();
         assert!(on.dry_run);
-        let off = config(&[("AWS_REGION", "r"), ("RESCUE_TAG_SECRETS", "0")]).unwrap();
+        let off = config(&[
+            ("AWS_REGION", "r"),
+            ("RESCUE_GRACE", "0"),
+            ("RESCUE_TAG_SECRETS", "0"),
+        ])
+        .unwrap();
         assert!(!off.tag_secrets);
     }
 }

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::event::FailedStep;
+use crate::recheck::MAX_DEFERRAL;
 use crate::stage;
 
 /// Secrets Manager allows 20 staging labels per secret, across all versions (AWS-FACTS 4).
@@ -87,23 +88,39 @@ impl SecretState {
 }
 
 /// Why the secret was looked at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cause {
     /// A `RotationFailed` event, with its time and the step it names.
     RotationFailed {
         failed_at: DateTime<Utc>,
         step: FailedStep,
     },
-    /// An operator named the secret.
-    Operator,
+    /// An operator named the secret; `force` bypasses the grace.
+    Operator { force: bool },
+    /// A re-check of a secret deferred earlier (through the re-check queue).
+    Recheck {
+        /// The stuck version seen when the secret was deferred.
+        version_id: String,
+        step: FailedStep,
+        first_deferred_at: DateTime<Utc>,
+    },
 }
 
 impl Cause {
-    pub fn step(self) -> FailedStep {
+    /// The failed step as far as it concerns `stuck_id`: a re-check's step holds only for the
+    /// version it was seen on.
+    pub fn step_for(&self, stuck_id: Option<&str>) -> FailedStep {
         match self {
-            Cause::RotationFailed { step, .. } => step,
-            Cause::Operator => FailedStep::Unknown,
+            Cause::RotationFailed { step, .. } => *step,
+            Cause::Recheck {
+                version_id, step, ..
+            } if Some(version_id.as_str()) == stuck_id => *step,
+            Cause::Recheck { .. } | Cause::Operator { .. } => FailedStep::Unknown,
         }
+    }
+
+    pub fn is_operator(&self) -> bool {
+        matches!(self, Cause::Operator { .. })
     }
 }
 
@@ -212,8 +229,15 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Skip(SkipReason),
-    NothingToDo { reason: String },
-    Deferred { version_id: String, reason: String },
+    NothingToDo {
+        reason: String,
+    },
+    /// Left unchanged until `recheck_at`.
+    Deferred {
+        version_id: String,
+        reason: String,
+        recheck_at: DateTime<Utc>,
+    },
     Act(Plan),
 }
 
@@ -301,7 +325,7 @@ pub fn keep_label(prefix: &str, version_id: &str, created: Option<DateTime<Utc>>
 /// Decides what to do with one described secret.
 pub fn decide(
     secret: &SecretState,
-    cause: Cause,
+    cause: &Cause,
     config: &Config,
     home: &Home,
     now: DateTime<Utc>,
@@ -346,7 +370,7 @@ pub fn decide(
                 reason,
                 keep_label,
                 stuck_version_id: marked.cloned(),
-                may_hold_live_credential: cause.step().may_have_changed_target(),
+                may_hold_live_credential: cause.step_for(None).may_have_changed_target(),
                 actions,
             });
         }
@@ -365,25 +389,12 @@ pub fn decide(
     };
     let stuck_version = &secret.versions[stuck_id];
 
-    if let Cause::RotationFailed { failed_at, .. } = cause {
-        // A version created after the failure belongs to a later rotation, which reports its
-        // own failure if it fails. A missing date never defers.
-        if let Some(created) = stuck_version
-            .created
-            .filter(|c| *c >= failed_at + FAILURE_CLOCK_SLACK)
-        {
-            return Decision::Deferred {
-                version_id: stuck_id.to_owned(),
-                reason: format!(
-                    "stuck version created {} after the failure at {}: a later rotation",
-                    created.to_rfc3339(),
-                    failed_at.to_rfc3339()
-                ),
-            };
-        }
+    if let Some(decision) = wait(stuck_id, stuck_version, cause, config, now) {
+        return decision;
     }
 
-    let may_hold_live_credential = cause.step().may_have_changed_target();
+    let step = cause.step_for(Some(stuck_id));
+    let may_hold_live_credential = step.may_have_changed_target();
     let mut actions = repair;
     if secret.rotation_enabled == Some(true) {
         actions.push(Action::CancelRotation);
@@ -464,7 +475,7 @@ pub fn decide(
         plan.actions.push(Action::UnmarkVersion);
     }
 
-    plan.reason = rescue_reason(cause.step());
+    plan.reason = rescue_reason(step);
     if config.tag_secrets {
         plan.actions.push(Action::TagSecret {
             tags: rescue_tags(stuck_id, plan.keep_label.as_deref(), &plan.reason, now),
@@ -473,10 +484,93 @@ pub fn decide(
     Decision::Act(plan)
 }
 
+/// Whether the stuck version must wait: it belongs to a later rotation, or Secrets Manager's own
+/// retry still has time (`RESCUE_GRACE`). `None`: act now.
+fn wait(
+    stuck_id: &str,
+    stuck: &Version,
+    cause: &Cause,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> Option<Decision> {
+    let grace = TimeDelta::from_std(config.grace).unwrap_or(TimeDelta::MAX);
+    let deferred = |recheck_at: DateTime<Utc>, reason: String| Decision::Deferred {
+        version_id: stuck_id.to_owned(),
+        reason,
+        recheck_at,
+    };
+    let young = |since: DateTime<Utc>| {
+        let ready_at = since
+            .checked_add_signed(grace)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        (now < ready_at).then(|| {
+            let reason = format!(
+                "stuck version is {} s old: Secrets Manager's own retry gets RESCUE_GRACE ({} s) \
+                 until {}",
+                (now - since).num_seconds().max(0),
+                grace.num_seconds(),
+                ready_at.to_rfc3339()
+            );
+            (ready_at, reason)
+        })
+    };
+
+    match cause {
+        Cause::RotationFailed { failed_at, .. } => {
+            // A version created after the failure belongs to a later rotation, which reports
+            // its own failure if it fails; it is re-checked once its own grace has passed. A
+            // missing date never defers on this rule.
+            if let Some(created) = stuck
+                .created
+                .filter(|c| *c >= *failed_at + FAILURE_CLOCK_SLACK)
+            {
+                let recheck_at = created.checked_add_signed(grace).unwrap_or(created);
+                let reason = format!(
+                    "stuck version created {} after the failure at {}: a later rotation",
+                    created.to_rfc3339(),
+                    failed_at.to_rfc3339()
+                );
+                return Some(deferred(recheck_at, reason));
+            }
+            // Without a creation date, the failure is the latest the version can date from.
+            let (ready_at, reason) = young(stuck.created.unwrap_or(*failed_at))?;
+            Some(deferred(ready_at, reason))
+        }
+        Cause::Operator { force: true } => None,
+        // An operator's call waits only for a version known to be young.
+        Cause::Operator { force: false } => {
+            let (ready_at, reason) = young(stuck.created?)?;
+            let reason = format!("{reason}; set \"force\": true to rescue now");
+            Some(deferred(ready_at, reason))
+        }
+        Cause::Recheck {
+            first_deferred_at, ..
+        } => {
+            let (ready_at, reason) = young(stuck.created.unwrap_or(*first_deferred_at))?;
+            if now - *first_deferred_at >= MAX_DEFERRAL {
+                return Some(Decision::Act(Plan {
+                    goal: Goal::NeedsAttention,
+                    reason: format!(
+                        "still stuck on a version younger than the grace {} h after it was \
+                         first deferred ({}): no more re-checks",
+                        MAX_DEFERRAL.num_hours(),
+                        first_deferred_at.to_rfc3339()
+                    ),
+                    actions: Vec::new(),
+                    stuck_version_id: Some(stuck_id.to_owned()),
+                    keep_label: None,
+                    may_hold_live_credential: true,
+                }));
+            }
+            Some(deferred(ready_at, reason))
+        }
+    }
+}
+
 /// The skip rules, in the order they apply.
 fn out_of_bounds(
     secret: &SecretState,
-    cause: Cause,
+    cause: &Cause,
     config: &Config,
     home: &Home,
 ) -> Option<SkipReason> {
@@ -525,7 +619,7 @@ fn out_of_bounds(
     if let Some(reason) = foreign_arn(&secret.arn, home) {
         return Some(reason);
     }
-    if secret.rotation_lambda_arn.is_none() && cause != Cause::Operator {
+    if secret.rotation_lambda_arn.is_none() && !cause.is_operator() {
         return Some(SkipReason::NoRotationFunction);
     }
     None

@@ -4,6 +4,7 @@ use super::*;
 use crate::config::{Scope, ScopeTag};
 use chrono::TimeZone;
 use proptest::prelude::*;
+use std::time::Duration;
 
 const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf";
 
@@ -20,6 +21,10 @@ fn config() -> Config {
         allow_managed: false,
         account_id: Some("123456789012".into()),
         region: "us-east-1".into(),
+        // The rules of issue #2 act at once; the grace has its own tests below.
+        grace: Duration::ZERO,
+        recheck_queue_url: None,
+        recheck_min_delay: Duration::from_secs(60),
     }
 }
 
@@ -66,7 +71,7 @@ fn now() -> DateTime<Utc> {
 }
 
 fn run(secret: &SecretState, cause: Cause) -> Decision {
-    decide(secret, cause, &config(), &home(), now())
+    decide(secret, &cause, &config(), &home(), now())
 }
 
 fn plan(decision: Decision) -> Plan {
@@ -199,7 +204,7 @@ fn skip_rules_apply_in_order_and_name_their_reason() {
         ),
     ];
     for (name, secret, config, expected) in cases {
-        let decision = decide(&secret, event_cause(), &config, &home(), now());
+        let decision = decide(&secret, &event_cause(), &config, &home(), now());
         assert_eq!(decision, Decision::Skip(expected), "{name}");
     }
 }
@@ -214,7 +219,7 @@ fn managed_secret_is_rescued_when_allowed() {
         allow_managed: true,
         ..config()
     };
-    let decision = decide(&secret, event_cause(), &config, &home(), now());
+    let decision = decide(&secret, &event_cause(), &config, &home(), now());
     assert_eq!(plan(decision).goal, Goal::Rescued);
 }
 
@@ -232,7 +237,7 @@ fn scope_matches_on_the_described_secret() {
         },
         ..config()
     };
-    let decision = decide(&secret, event_cause(), &config, &home(), now());
+    let decision = decide(&secret, &event_cause(), &config, &home(), now());
     assert_eq!(plan(decision).goal, Goal::Rescued);
 }
 
@@ -246,7 +251,7 @@ fn unknown_account_checks_only_the_region() {
         account: None,
         region: "us-east-1".into(),
     };
-    let decision = decide(&secret, event_cause(), &config(), &home, now());
+    let decision = decide(&secret, &event_cause(), &config(), &home, now());
     assert_eq!(plan(decision).goal, Goal::Rescued);
 }
 
@@ -257,7 +262,7 @@ fn operator_may_rescue_pending_staged_without_rotation_function() {
         rotation_enabled: None,
         ..stuck_secret()
     };
-    let plan = plan(run(&secret, Cause::Operator));
+    let plan = plan(run(&secret, Cause::Operator { force: false }));
     // Rotation was never configured: nothing to cancel.
     assert_eq!(
         label_actions(&plan),
@@ -281,7 +286,7 @@ fn no_stuck_version_is_nothing_to_do_and_never_cancels() {
             versions,
             ..stuck_secret()
         };
-        for cause in [event_cause(), Cause::Operator] {
+        for cause in [event_cause(), Cause::Operator { force: false }] {
             let decision = run(&secret, cause);
             assert!(
                 matches!(decision, Decision::NothingToDo { .. }),
@@ -325,7 +330,7 @@ fn missing_created_date_never_defers_and_names_the_label_by_version() {
 
 #[test]
 fn operator_call_is_never_deferred_for_age() {
-    let decision = run(&stuck_secret(), Cause::Operator);
+    let decision = run(&stuck_secret(), Cause::Operator { force: false });
     assert_eq!(plan(decision).goal, Goal::Rescued);
 }
 
@@ -561,7 +566,7 @@ fn no_tagging_when_disabled() {
         tag_secrets: false,
         ..config()
     };
-    let decision = decide(&stuck_secret(), event_cause(), &config, &home(), now());
+    let decision = decide(&stuck_secret(), &event_cause(), &config, &home(), now());
     assert!(
         plan(decision)
             .actions
@@ -663,7 +668,7 @@ fn any_secret() -> impl Strategy<Value = SecretState> {
 
 fn any_cause() -> impl Strategy<Value = Cause> {
     prop_oneof![
-        Just(Cause::Operator),
+        Just(Cause::Operator { force: false }),
         (0i64..7200)
             .prop_map(|s| failed(FailedStep::TestSecret, at(16, 0, 0) + TimeDelta::seconds(s))),
     ]
@@ -725,7 +730,7 @@ proptest! {
             },
             ..config()
         };
-        let decision = decide(&secret, cause, &config, &home(), now());
+        let decision = decide(&secret, &cause, &config, &home(), now());
 
         // Nothing outside scope is touched.
         if scoped && !secret.name.starts_with("prod/") {
@@ -761,7 +766,7 @@ proptest! {
             }
         }
         // A plan applied and then re-planned is empty.
-        let again = decide(&after, cause, &config, &home(), now());
+        let again = decide(&after, &cause, &config, &home(), now());
         prop_assert!(again.actions().is_empty(), "re-plan: {:?}", again);
     }
 }

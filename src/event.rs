@@ -5,10 +5,13 @@
 //! notifications, slot in beside these without touching the existing ones.
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use thiserror::Error;
+
+use crate::recheck::{Recheck, RecheckMessage};
 
 /// The envelope of Secrets Manager service events on EventBridge (AWS-FACTS 2.1).
 pub const CLOUDTRAIL_DETAIL_TYPE: &str = "AWS Service Event via CloudTrail";
@@ -28,6 +31,16 @@ pub enum Trigger {
     },
     /// An operator named secrets directly.
     Operator(OperatorRequest),
+    /// Re-checks of deferred secrets, delivered by the re-check queue (SQS): one per record.
+    Recheck(Vec<RecheckRecord>),
+}
+
+/// One SQS record of the re-check queue. A body that is no re-check message is kept as its
+/// problem, so that exactly that message is reported back as failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecheckRecord {
+    pub message_id: String,
+    pub message: Result<Recheck, String>,
 }
 
 impl Trigger {
@@ -49,7 +62,7 @@ pub struct RotationFailed {
 }
 
 /// The rotation step that failed, as far as the event tells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FailedStep {
     #[serde(rename = "createSecret")]
     CreateSecret,
@@ -112,12 +125,16 @@ pub struct OperatorRequest {
     /// Can turn dry run on for this call; `false` never overrides a dry-run deployment.
     #[serde(default)]
     pub dry_run: bool,
+    /// Rescue a stuck version even when it is younger than `RESCUE_GRACE`.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// What the payload was, for an error message. Never the payload itself: it is not logged.
 const ACCEPTED: &str = "an EventBridge Secrets Manager service event (detail-type \"AWS Service \
-                        Event via CloudTrail\", source \"aws.secretsmanager\") or an operator \
-                        request {\"secrets\": [\"<arn or name>\", ...], \"dry_run\": true}";
+                        Event via CloudTrail\", source \"aws.secretsmanager\"), an SQS batch \
+                        of re-check messages, or an operator request {\"secrets\": [\"<arn or \
+                        name>\", ...], \"dry_run\": true, \"force\": true}";
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum EventError {
@@ -143,6 +160,9 @@ pub fn parse(raw: &Value) -> Result<Trigger, EventError> {
     }
     if object.contains_key("secrets") {
         return parse_operator(raw);
+    }
+    if let Some(records) = object.get("Records").and_then(Value::as_array) {
+        return parse_records(raw, records);
     }
     Err(EventError::Unrecognized {
         received: describe_json(raw),
@@ -205,6 +225,53 @@ fn parse_eventbridge(raw: &Value, object: &Map<String, Value>) -> Result<Trigger
         failed_at,
         event_id: detail.event_id,
     }))
+}
+
+/// `Records` come from SQS or SNS, told apart by each record's event source: `eventSource`
+/// `aws:sqs` in SQS records, `EventSource` `aws:sns` in SNS ones (AWS-FACTS 2.2).
+fn parse_records(raw: &Value, records: &[Value]) -> Result<Trigger, EventError> {
+    let source = |record: &Value| {
+        let field = |key: &str| record.get(key).and_then(Value::as_str).map(str::to_owned);
+        field("eventSource").or_else(|| field("EventSource"))
+    };
+    let sources: Vec<Option<String>> = records.iter().map(source).collect();
+    if records.is_empty() || sources.iter().any(|s| s.as_deref() != Some("aws:sqs")) {
+        let mut seen: Vec<String> = sources
+            .into_iter()
+            .map(|s| s.unwrap_or_else(|| "none".into()))
+            .collect();
+        seen.dedup();
+        return Err(EventError::Unrecognized {
+            received: format!(
+                "{} record(s) with event source [{}]",
+                records.len(),
+                seen.join(", ")
+            ),
+        });
+    }
+
+    const SHAPE: &str = "SQS batch";
+    let batch: SqsEvent = from_value(raw, SHAPE)?;
+    let records = batch.records.into_iter().enumerate().map(|(i, record)| {
+        let message_id = record
+            .message_id
+            .ok_or_else(|| malformed(SHAPE, format!("Records[{i}].messageId is missing")))?;
+        let message = record
+            .body
+            .ok_or_else(|| "the body is missing".to_owned())
+            .and_then(|body| {
+                serde_json::from_str::<RecheckMessage>(&body)
+                    .map(|message| message.recheck)
+                    .map_err(|err| format!("the body is not a re-check message: {err}"))
+            });
+        Ok(RecheckRecord {
+            message_id,
+            message,
+        })
+    });
+    Ok(Trigger::Recheck(
+        records.collect::<Result<_, EventError>>()?,
+    ))
 }
 
 fn parse_operator(raw: &Value) -> Result<Trigger, EventError> {
@@ -427,6 +494,7 @@ mod tests {
             Trigger::Operator(OperatorRequest {
                 secrets: vec!["prod/db".into(), "arn:aws:secretsmanager:x".into()],
                 dry_run: true,
+                force: false,
             })
         );
     }

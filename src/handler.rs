@@ -7,8 +7,9 @@ use thiserror::Error;
 
 use crate::config::Config;
 use crate::decide::{ArnParts, Cause, Home};
-use crate::event::{self, EventError, Trigger};
+use crate::event::{self, EventError, RecheckRecord, Trigger};
 use crate::outcome::{Outcome, SecretReport, Summary};
+use crate::queue::RecheckQueue;
 use crate::rescue::Rescuer;
 use crate::secrets::{RESCUE_BUDGET, SecretsApi};
 
@@ -45,11 +46,22 @@ impl From<HandlerError> for Diagnostic {
 pub struct App {
     pub api: SecretsApi,
     pub config: Config,
+    pub queue: Option<RecheckQueue>,
 }
 
 impl App {
     pub fn new(api: SecretsApi, config: Config) -> Self {
-        App { api, config }
+        App {
+            api,
+            config,
+            queue: None,
+        }
+    }
+
+    /// Sends deferred secrets' re-checks to `queue`.
+    pub fn with_queue(mut self, queue: RecheckQueue) -> Self {
+        self.queue = Some(queue);
+        self
     }
 
     /// Handles one invocation. `invoked_function_arn` comes from the Lambda context; it may be a
@@ -81,6 +93,7 @@ impl App {
             api: self.api.clone(),
             config: self.config.clone(),
             home: self.home(invoked_function_arn),
+            queue: self.queue.clone(),
         };
 
         let summary = match &trigger {
@@ -112,21 +125,22 @@ impl App {
                         reports.push(not_reached(secret_id));
                         continue;
                     }
-                    let report = rescuer
-                        .rescue(secret_id, Cause::Operator, dry_run, now)
-                        .await;
-                    reports.push(report);
+                    let cause = Cause::Operator {
+                        force: request.force,
+                    };
+                    reports.push(rescuer.rescue(secret_id, cause, dry_run, now).await);
                 }
                 Summary::new("operator", dry_run, reports)
             }
+            Trigger::Recheck(records) => {
+                let summary = recheck_batch(&rescuer, records, now, deadline).await;
+                log_summary(&summary);
+                // Partial batch answer: only the listed messages come back to be retried.
+                return Ok(summary);
+            }
         };
 
-        tracing::info!(
-            trigger = %summary.trigger,
-            dry_run = summary.dry_run,
-            counts = ?summary.counts,
-            "invocation handled"
-        );
+        log_summary(&summary);
         // An operator's call is synchronous: the summary, failures included, is the answer.
         if trigger.is_operator() {
             return Ok(summary);
@@ -156,6 +170,57 @@ impl App {
             region: self.config.region.clone(),
         }
     }
+}
+
+/// Re-checks each record's secret; a record whose message is malformed, or whose secret failed
+/// or was not reached, is listed for SQS to deliver again (and, past the queue's
+/// `maxReceiveCount`, to move to its dead-letter queue).
+async fn recheck_batch(
+    rescuer: &Rescuer,
+    records: &[RecheckRecord],
+    now: DateTime<Utc>,
+    deadline: Option<DateTime<Utc>>,
+) -> Summary {
+    let dry_run = rescuer.config.dry_run;
+    let mut reports = Vec::new();
+    let mut retry = Vec::new();
+    for record in records {
+        let report = match &record.message {
+            Err(problem) => {
+                let reason = format!("re-check message {}: {problem}", record.message_id);
+                let report = SecretReport::new("-", Outcome::Failed, reason);
+                report.log();
+                report
+            }
+            Ok(_) if !time_for_one_more(deadline) => not_reached("-"),
+            Ok(recheck) => {
+                let cause = Cause::Recheck {
+                    version_id: recheck.version_id.clone(),
+                    step: recheck.failed_step,
+                    first_deferred_at: recheck.first_deferred_at,
+                };
+                rescuer
+                    .rescue(&recheck.secret_arn, cause, dry_run, now)
+                    .await
+            }
+        };
+        if matches!(report.outcome, Outcome::Failed | Outcome::NotReached) {
+            retry.push(record.message_id.clone());
+        }
+        reports.push(report);
+    }
+    let mut summary = Summary::new("recheck", dry_run, reports);
+    summary.batch_item_failures = Some(retry);
+    summary
+}
+
+fn log_summary(summary: &Summary) {
+    tracing::info!(
+        trigger = %summary.trigger,
+        dry_run = summary.dry_run,
+        counts = ?summary.counts,
+        "invocation handled"
+    );
 }
 
 /// Whether one more rescue fits before `deadline`, read from the clock now.

@@ -21,6 +21,8 @@ pub mod decide;
 pub mod event;
 pub mod handler;
 pub mod outcome;
+pub mod queue;
+pub mod recheck;
 pub mod rescue;
 pub mod secrets;
 

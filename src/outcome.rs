@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use serde::Serialize;
 
 use crate::decide::Action;
@@ -62,6 +63,9 @@ pub struct SecretReport {
     /// it: do not delete the kept version before checking.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live_credential_note: Option<String>,
+    /// Deferred and sent to be re-checked after this many seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recheck_in_seconds: Option<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
@@ -77,6 +81,7 @@ impl SecretReport {
             keep_label: None,
             failed_step: None,
             live_credential_note: None,
+            recheck_in_seconds: None,
             warnings: Vec::new(),
         }
     }
@@ -121,6 +126,9 @@ pub struct Summary {
     /// How many secrets ended with each outcome.
     pub counts: BTreeMap<Outcome, usize>,
     pub secrets: Vec<SecretReport>,
+    /// For a batch from the re-check queue: the message ids SQS should deliver again.
+    #[serde(skip)]
+    pub batch_item_failures: Option<Vec<String>>,
 }
 
 impl Summary {
@@ -134,7 +142,30 @@ impl Summary {
             dry_run,
             counts,
             secrets,
+            batch_item_failures: None,
         }
+    }
+
+    /// What the invocation returns: for a re-check batch, exactly SQS's partial batch response
+    /// (`{"batchItemFailures": [{"itemIdentifier": ...}]}`), else the summary itself.
+    pub fn response(&self) -> serde_json::Value {
+        let value = match &self.batch_item_failures {
+            Some(ids) => {
+                let mut response = SqsBatchResponse::default();
+                response.batch_item_failures = ids
+                    .iter()
+                    .map(|id| {
+                        let mut failure = BatchItemFailure::default();
+                        failure.item_identifier = id.clone();
+                        failure
+                    })
+                    .collect();
+                serde_json::to_value(response)
+            }
+            None => serde_json::to_value(self),
+        };
+        // Plain structs of strings and numbers: serializing them cannot fail.
+        value.unwrap_or_default()
     }
 
     /// The secrets that a retry of the invocation would still have to handle.

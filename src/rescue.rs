@@ -6,6 +6,8 @@ use crate::config::Config;
 use crate::decide::{self, Action, Cause, Decision, Goal, Home, Plan, SecretState, SkipReason};
 use crate::event::FailedStep;
 use crate::outcome::{Outcome, SecretReport};
+use crate::queue::RecheckQueue;
+use crate::recheck::{self, Recheck, RecheckMessage};
 use crate::secrets::{CallError, ErrorKind, SecretsApi};
 use crate::stage;
 
@@ -15,6 +17,8 @@ pub struct Rescuer {
     pub api: SecretsApi,
     pub config: Config,
     pub home: Home,
+    /// Where deferred secrets are sent to be re-checked; `None` when none is configured.
+    pub queue: Option<RecheckQueue>,
 }
 
 impl Rescuer {
@@ -26,8 +30,9 @@ impl Rescuer {
         dry_run: bool,
         now: DateTime<Utc>,
     ) -> SecretReport {
-        let mut report = self.handle(secret_id, cause, dry_run, now).await;
-        report.failed_step = Some(cause.step()).filter(|step| *step != FailedStep::Unknown);
+        let mut report = self.handle(secret_id, &cause, dry_run, now).await;
+        report.failed_step = Some(cause.step_for(report.stuck_version_id.as_deref()))
+            .filter(|step| *step != FailedStep::Unknown);
         report.log();
         report
     }
@@ -35,7 +40,7 @@ impl Rescuer {
     async fn handle(
         &self,
         secret_id: &str,
-        cause: Cause,
+        cause: &Cause,
         dry_run: bool,
         now: DateTime<Utc>,
     ) -> SecretReport {
@@ -63,10 +68,20 @@ impl Rescuer {
             Decision::NothingToDo { reason } => {
                 return SecretReport::new(&secret.arn, Outcome::NothingToDo, reason);
             }
-            Decision::Deferred { version_id, reason } => {
+            Decision::Deferred {
+                version_id,
+                reason,
+                recheck_at,
+            } => {
                 let mut report = SecretReport::new(&secret.arn, Outcome::Deferred, reason);
-                report.stuck_version_id = Some(version_id);
-                return report;
+                report.stuck_version_id = Some(version_id.clone());
+                // An operator's call is answered now and never enqueues; a dry run only reads.
+                if cause.is_operator() || dry_run {
+                    return report;
+                }
+                return self
+                    .send_recheck(report, cause, version_id, recheck_at, now)
+                    .await;
             }
             Decision::Act(plan) => plan,
         };
@@ -90,12 +105,59 @@ impl Rescuer {
         report
     }
 
+    /// Sends the deferred secret's re-check, so that it is looked at again without another event
+    /// having to arrive. A re-check that cannot be sent makes the secret `failed`: nothing is
+    /// dropped silently.
+    async fn send_recheck(
+        &self,
+        mut report: SecretReport,
+        cause: &Cause,
+        version_id: String,
+        recheck_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> SecretReport {
+        let Some(queue) = &self.queue else {
+            report.outcome = Outcome::Failed;
+            report.reason = format!(
+                "{}; but no re-check queue is configured (RESCUE_RECHECK_QUEUE_URL)",
+                report.reason
+            );
+            return report;
+        };
+        let first_deferred_at = match cause {
+            Cause::Recheck {
+                first_deferred_at, ..
+            } => *first_deferred_at,
+            _ => now,
+        };
+        let message = RecheckMessage {
+            recheck: Recheck {
+                secret_arn: report.secret_arn.clone(),
+                failed_step: cause.step_for(Some(&version_id)),
+                version_id,
+                first_deferred_at,
+            },
+        };
+        let delay = recheck::delay(now, recheck_at, self.config.recheck_min_delay);
+        match queue.send(&message, delay).await {
+            Ok(()) => {
+                report.reason = format!("{}; re-check in {} s", report.reason, delay.as_secs());
+                report.recheck_in_seconds = Some(delay.as_secs());
+            }
+            Err(err) => {
+                report.outcome = Outcome::Failed;
+                report.reason = format!("{}; but {err}", report.reason);
+            }
+        }
+        report
+    }
+
     /// Runs the plan's actions in order. Each failure is judged by what it leaves behind.
     async fn carry_out(
         &self,
         secret: &SecretState,
         plan: Plan,
-        cause: Cause,
+        cause: &Cause,
         now: DateTime<Utc>,
         mut report: SecretReport,
     ) -> SecretReport {
@@ -229,7 +291,7 @@ impl Rescuer {
         &self,
         arn: &str,
         action: &Action,
-        cause: Cause,
+        cause: &Cause,
         now: DateTime<Utc>,
     ) -> Confirmation {
         let secret = match self.api.describe(arn).await {

@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::types::Tag;
@@ -33,14 +33,14 @@ pub const RESCUE_BUDGET: Duration =
     Duration::from_secs(OPERATION_TIMEOUT.as_secs() * MAX_CALLS_PER_RESCUE as u64);
 
 /// Loads the SDK configuration from the environment (region, credentials, and endpoint overrides
-/// such as `AWS_ENDPOINT_URL`) with this function's timeouts and retry policy.
-pub async fn client_from_env() -> Client {
-    let sdk_config = aws_config::defaults(BehaviorVersion::latest())
+/// such as `AWS_ENDPOINT_URL`) with this function's timeouts and retry policy, for the Secrets
+/// Manager and SQS clients alike.
+pub async fn sdk_config_from_env() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(timeouts())
         .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
         .load()
-        .await;
-    Client::new(&sdk_config)
+        .await
 }
 
 pub fn timeouts() -> TimeoutConfig {

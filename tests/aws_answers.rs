@@ -325,7 +325,12 @@ fn untag_rule_ok() -> Rule {
 }
 
 fn config() -> Config {
-    Config::from_lookup(|name| (name == "AWS_REGION").then(|| REGION.to_owned())).unwrap()
+    Config::from_lookup(|name| match name {
+        "AWS_REGION" => Some(REGION.to_owned()),
+        "RESCUE_GRACE" => Some("0".to_owned()),
+        _ => None,
+    })
+    .unwrap()
 }
 
 fn rescuer(client: Client) -> Rescuer {
@@ -336,6 +341,7 @@ fn rescuer(client: Client) -> Rescuer {
             account: Some(ACCOUNT.to_owned()),
             region: REGION.to_owned(),
         },
+        queue: None,
     }
 }
 

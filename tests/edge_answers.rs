@@ -124,6 +124,9 @@ fn config(extra: &[(&str, &str)]) -> Config {
         if name == "AWS_REGION" {
             return Some(REGION.to_owned());
         }
+        if name == "RESCUE_GRACE" {
+            return Some("0".to_owned());
+        }
         extra
             .iter()
             .find(|(k, _)| k == name)
@@ -252,6 +255,7 @@ async fn quota_order_attach_failing_after_the_remove_reports_the_unlabelled_vers
             account: Some(ACCOUNT.into()),
             region: REGION.into(),
         },
+        queue: None,
     };
 
     let report = rescuer
@@ -331,9 +335,12 @@ async fn repair_attach_refused_by_quota_does_not_remove_pending_from_an_unlabell
             account: Some(ACCOUNT.into()),
             region: REGION.into(),
         },
+        queue: None,
     };
 
-    let report = rescuer.rescue(ARN, Cause::Operator, false, at(NOW)).await;
+    let report = rescuer
+        .rescue(ARN, Cause::Operator { force: false }, false, at(NOW))
+        .await;
 
     assert_eq!(
         remove.num_calls(),

@@ -60,6 +60,7 @@ fn check(name: &str) {
             Ok(Trigger::Operator(OperatorRequest {
                 secrets: vec!["prod/db".into()],
                 dry_run: false,
+                force: false,
             }))
         ),
         "operator-dry-run.json" => assert_eq!(
@@ -71,6 +72,7 @@ fn check(name: &str) {
                         .into(),
                 ],
                 dry_run: true,
+                force: false,
             }))
         ),
         other => panic!("events/{other} has no expectation in tests/events.rs"),

@@ -75,6 +75,7 @@ fn function_env(command: &mut Command, dir: &Path) {
         .env("AWS_SHARED_CREDENTIALS_FILE", &missing)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("RESCUE_ACCOUNT_ID", ACCOUNT)
+        .env("RESCUE_GRACE", "0")
         .env("AWS_LAMBDA_LOG_LEVEL", "info");
 }
 

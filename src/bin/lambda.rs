@@ -3,6 +3,7 @@
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use rotation_rescue::config::Config;
 use rotation_rescue::handler::{self, App};
+use rotation_rescue::queue::RecheckQueue;
 use rotation_rescue::secrets::{self, SecretsApi};
 use serde_json::Value;
 
@@ -13,7 +14,16 @@ async fn main() -> Result<(), Error> {
 
     // Fail the cold start, naming the variable, rather than mis-handle a rescue.
     let config = Config::from_env()?;
-    let app = App::new(SecretsApi::new(secrets::client_from_env().await), config);
+    let sdk_config = secrets::sdk_config_from_env().await;
+    let api = SecretsApi::new(aws_sdk_secretsmanager::Client::new(&sdk_config));
+    let queue = config.recheck_queue_url.as_ref().map(|url| {
+        let sqs = aws_sdk_sqs::Client::new(&sdk_config);
+        RecheckQueue::new(sqs, url)
+    });
+    let mut app = App::new(api, config);
+    if let Some(queue) = queue {
+        app = app.with_queue(queue);
+    }
     let app = &app;
 
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
@@ -22,6 +32,7 @@ async fn main() -> Result<(), Error> {
         let deadline = handler::deadline_from_context(context.deadline, now);
         app.handle_until(&event.payload, &context.invoked_function_arn, now, deadline)
             .await
+            .map(|summary| summary.response())
     }))
     .await
 }
