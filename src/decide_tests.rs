@@ -669,8 +669,14 @@ fn any_secret() -> impl Strategy<Value = SecretState> {
 fn any_cause() -> impl Strategy<Value = Cause> {
     prop_oneof![
         Just(Cause::Operator { force: false }),
+        Just(Cause::Operator { force: true }),
         (0i64..7200)
             .prop_map(|s| failed(FailedStep::TestSecret, at(16, 0, 0) + TimeDelta::seconds(s))),
+        (0usize..5, 0i64..100_000).prop_map(|(v, s)| recheck(
+            &format!("v{v}"),
+            FailedStep::SetSecret,
+            now() - TimeDelta::seconds(s)
+        )),
     ]
 }
 
@@ -769,4 +775,200 @@ proptest! {
         let again = decide(&after, &cause, &config, &home(), now());
         prop_assert!(again.actions().is_empty(), "re-plan: {:?}", again);
     }
+}
+
+// ---- the grace (RESCUE_GRACE) and re-checks ---------------------------------------------
+
+fn with_grace(minutes: u64) -> Config {
+    Config {
+        grace: Duration::from_secs(minutes * 60),
+        recheck_queue_url: Some("https://sqs.example/recheck".into()),
+        ..config()
+    }
+}
+
+fn decide_at(secret: &SecretState, cause: &Cause, config: &Config, now: DateTime<Utc>) -> Decision {
+    decide(secret, cause, config, &home(), now)
+}
+
+fn recheck(version_id: &str, step: FailedStep, first_deferred_at: DateTime<Utc>) -> Cause {
+    Cause::Recheck {
+        version_id: version_id.into(),
+        step,
+        first_deferred_at,
+    }
+}
+
+fn deferred_until(decision: &Decision) -> DateTime<Utc> {
+    match decision {
+        Decision::Deferred { recheck_at, .. } => *recheck_at,
+        other => panic!("expected deferred, got {other:?}"),
+    }
+}
+
+#[test]
+fn stuck_version_younger_than_the_grace_is_deferred_until_it_has_passed() {
+    // Created 16:50:02 with a 15-minute grace: deferred at 17:00, until 17:05:02.
+    let decision = decide_at(&stuck_secret(), &event_cause(), &with_grace(15), now());
+    assert_eq!(deferred_until(&decision), at(17, 5, 2));
+    // One second before the grace ends, still deferred; at its end, rescued.
+    let before = decide_at(
+        &stuck_secret(),
+        &event_cause(),
+        &with_grace(15),
+        at(17, 5, 1),
+    );
+    assert!(matches!(before, Decision::Deferred { .. }), "{before:?}");
+    let after = decide_at(
+        &stuck_secret(),
+        &event_cause(),
+        &with_grace(15),
+        at(17, 5, 2),
+    );
+    assert_eq!(plan(after).goal, Goal::Rescued);
+}
+
+#[test]
+fn without_a_creation_date_the_grace_runs_from_the_failure() {
+    let mut secret = stuck_secret();
+    secret.versions.get_mut("v2").unwrap().created = None;
+    let failure = failed(FailedStep::SetSecret, at(16, 58, 0));
+    let decision = decide_at(&secret, &failure, &with_grace(15), now());
+    assert_eq!(deferred_until(&decision), at(17, 13, 0));
+}
+
+#[test]
+fn version_newer_than_the_failure_is_rechecked_after_its_own_grace() {
+    let earlier_failure = failed(FailedStep::SetSecret, at(16, 0, 0));
+    let decision = decide_at(&stuck_secret(), &earlier_failure, &with_grace(15), now());
+    assert_eq!(deferred_until(&decision), at(17, 5, 2));
+    // With no grace, the re-check is due at once (the queue's minimum delay applies).
+    let decision = decide_at(&stuck_secret(), &earlier_failure, &config(), now());
+    assert_eq!(deferred_until(&decision), at(16, 50, 2));
+}
+
+#[test]
+fn operator_waits_for_a_young_version_unless_forced() {
+    let waits = decide_at(
+        &stuck_secret(),
+        &Cause::Operator { force: false },
+        &with_grace(15),
+        now(),
+    );
+    let Decision::Deferred { reason, .. } = &waits else {
+        panic!("expected deferred, got {waits:?}");
+    };
+    assert!(reason.contains("force"), "{reason}");
+    let forced = decide_at(
+        &stuck_secret(),
+        &Cause::Operator { force: true },
+        &with_grace(15),
+        now(),
+    );
+    assert_eq!(plan(forced).goal, Goal::Rescued);
+}
+
+#[test]
+fn operator_never_waits_on_an_unknown_age() {
+    let mut secret = stuck_secret();
+    secret.versions.get_mut("v2").unwrap().created = None;
+    let decision = decide_at(
+        &secret,
+        &Cause::Operator { force: false },
+        &with_grace(15),
+        now(),
+    );
+    assert_eq!(plan(decision).goal, Goal::Rescued);
+}
+
+#[test]
+fn recheck_of_a_version_now_old_enough_rescues_with_the_step_it_carries() {
+    let cause = recheck("v2", FailedStep::CreateSecret, at(17, 0, 0));
+    let plan = plan(decide_at(
+        &stuck_secret(),
+        &cause,
+        &with_grace(15),
+        at(17, 6, 0),
+    ));
+    assert_eq!(plan.goal, Goal::Rescued);
+    assert_eq!(plan.reason, "rotation failed in createSecret");
+    assert!(!plan.may_hold_live_credential);
+}
+
+#[test]
+fn recheck_finding_another_stuck_version_rescues_it_with_the_step_unknown() {
+    let cause = recheck("v-old", FailedStep::CreateSecret, at(16, 0, 0));
+    let plan = plan(decide_at(
+        &stuck_secret(),
+        &cause,
+        &with_grace(15),
+        at(17, 6, 0),
+    ));
+    assert_eq!(plan.stuck_version_id.as_deref(), Some("v2"));
+    assert_eq!(plan.reason, "rotation failed at an unknown step");
+    assert!(plan.may_hold_live_credential);
+}
+
+#[test]
+fn recheck_of_a_healed_rotation_is_nothing_to_do() {
+    let mut healed = stuck_secret();
+    healed.versions = BTreeMap::from([
+        ("v1".into(), version(&["AWSPREVIOUS"], Some(at(16, 0, 0)))),
+        ("v2".into(), version(&["AWSCURRENT"], Some(at(16, 50, 2)))),
+    ]);
+    let cause = recheck("v2", FailedStep::TestSecret, at(17, 0, 0));
+    let decision = decide_at(&healed, &cause, &with_grace(15), at(17, 6, 0));
+    assert!(
+        matches!(decision, Decision::NothingToDo { .. }),
+        "{decision:?}"
+    );
+}
+
+#[test]
+fn recheck_still_too_young_is_deferred_again() {
+    let cause = recheck("v2", FailedStep::TestSecret, at(17, 0, 0));
+    let decision = decide_at(&stuck_secret(), &cause, &with_grace(15), at(17, 1, 0));
+    assert_eq!(deferred_until(&decision), at(17, 5, 2));
+}
+
+#[test]
+fn recheck_without_a_creation_date_counts_from_the_first_deferral() {
+    let mut secret = stuck_secret();
+    secret.versions.get_mut("v2").unwrap().created = None;
+    let cause = recheck("v2", FailedStep::TestSecret, at(17, 0, 0));
+    let decision = decide_at(&secret, &cause, &with_grace(15), at(17, 1, 0));
+    assert_eq!(deferred_until(&decision), at(17, 15, 0));
+    let decision = decide_at(&secret, &cause, &with_grace(15), at(17, 15, 0));
+    assert!(matches!(decision, Decision::Act(_)), "{decision:?}");
+}
+
+#[test]
+fn recheck_still_young_a_day_after_the_first_deferral_needs_attention() {
+    // A grace longer than a day keeps the version young past the limit.
+    let config = with_grace(25 * 60);
+    let first = at(16, 0, 0) - TimeDelta::hours(24);
+    let cause = recheck("v2", FailedStep::TestSecret, first);
+    let plan = plan(decide_at(&stuck_secret(), &cause, &config, now()));
+    assert_eq!(plan.goal, Goal::NeedsAttention);
+    assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+    assert!(plan.reason.contains("24 h"), "{}", plan.reason);
+    // Just under a day: deferred again.
+    let cause = recheck("v2", FailedStep::TestSecret, now() - TimeDelta::hours(23));
+    let decision = decide_at(&stuck_secret(), &cause, &config, now());
+    assert!(
+        matches!(decision, Decision::Deferred { .. }),
+        "{decision:?}"
+    );
+}
+
+#[test]
+fn recheck_a_day_late_but_old_enough_still_rescues() {
+    let cause = recheck("v2", FailedStep::TestSecret, now() - TimeDelta::hours(30));
+    let plan = plan(decide_at(
+        &stuck_secret(),
+        &cause,
+        &with_grace(15),
+        at(18, 0, 0),
+    ));
+    assert_eq!(plan.goal, Goal::Rescued);
 }
