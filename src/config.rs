@@ -3,9 +3,13 @@
 //! Each variable fails fast with its own name when its value is invalid, so a bad deployment
 //! shows up in the first cold start rather than in the middle of a rescue.
 
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use thiserror::Error;
+
+use crate::alarm::FunctionRef;
 
 /// A variable that could not be used, named so the operator can fix the stack parameter.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -52,6 +56,16 @@ pub struct Config {
     pub recheck_queue_url: Option<String>,
     /// The shortest delay of a re-check, so that a re-check can never spin.
     pub recheck_min_delay: Duration,
+    /// An alarm names no failed rotation: it acts only on stuck versions at least this old (and
+    /// at least as old as the grace).
+    pub alarm_min_age: Duration,
+    /// Rotation functions of alarms that name none (composite alarms, other metrics), by alarm
+    /// name: `alarm-a=fn-1,fn-2;alarm-b=fn-3`.
+    pub alarm_functions: BTreeMap<String, Vec<String>>,
+    /// Mutating calls per second, per invocation.
+    pub max_rate: NonZeroU32,
+    /// When set, only secrets rotated by these functions are touched, whatever the trigger.
+    pub rotation_functions: Vec<FunctionRef>,
 }
 
 impl Config {
@@ -99,7 +113,29 @@ impl Config {
             });
         }
 
+        let alarm_min_age = duration(
+            get("RESCUE_ALARM_MIN_AGE"),
+            "RESCUE_ALARM_MIN_AGE",
+            DEFAULT_ALARM_MIN_AGE,
+        )?;
+        let max_rate = match get("RESCUE_MAX_RATE") {
+            None => NonZeroU32::new(DEFAULT_MAX_RATE).unwrap_or(NonZeroU32::MIN),
+            Some(text) => text
+                .parse::<NonZeroU32>()
+                .ok()
+                .filter(|rate| rate.get() <= MAX_RATE_CEILING)
+                .ok_or(ConfigError {
+                    name: "RESCUE_MAX_RATE",
+                    value: text,
+                    expected: "mutating calls per second, 1 to 50 (the per-account quota)",
+                })?,
+        };
+
         Ok(Config {
+            alarm_min_age,
+            alarm_functions: alarm_functions(get("RESCUE_ALARM_FUNCTIONS"))?,
+            max_rate,
+            rotation_functions: rotation_functions(get("RESCUE_ROTATION_FUNCTIONS"))?,
             grace,
             recheck_queue_url,
             recheck_min_delay,
@@ -120,6 +156,59 @@ impl Config {
 const DEFAULT_GRACE: Duration = Duration::from_secs(15 * 60);
 const DEFAULT_RECHECK_MIN_DELAY: Duration = Duration::from_secs(60);
 const MAX_RECHECK_DELAY: Duration = Duration::from_secs(15 * 60);
+
+const DEFAULT_ALARM_MIN_AGE: Duration = Duration::from_secs(15 * 60);
+const DEFAULT_MAX_RATE: u32 = 20;
+/// Secrets Manager's shared quotas for the mutating calls are 50 per second (AWS-FACTS 4).
+const MAX_RATE_CEILING: u32 = 50;
+
+/// `alarm-a=fn-1,fn-2;alarm-b=fn-3`: each function a name or an ARN.
+fn alarm_functions(value: Option<String>) -> Result<BTreeMap<String, Vec<String>>, ConfigError> {
+    let Some(text) = value else {
+        return Ok(BTreeMap::new());
+    };
+    let invalid = || ConfigError {
+        name: "RESCUE_ALARM_FUNCTIONS",
+        value: text.clone(),
+        expected: "alarm=function[,function...][;alarm=function...], functions as names or ARNs",
+    };
+    let mut mapping = BTreeMap::new();
+    for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let (alarm, functions) = entry.split_once('=').ok_or_else(invalid)?;
+        let functions: Vec<String> = functions
+            .split(',')
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if alarm.trim().is_empty()
+            || functions.is_empty()
+            || functions.iter().any(|f| FunctionRef::parse(f).is_none())
+        {
+            return Err(invalid());
+        }
+        mapping.insert(alarm.trim().to_owned(), functions);
+    }
+    Ok(mapping)
+}
+
+/// A comma-separated list of function names or ARNs.
+fn rotation_functions(value: Option<String>) -> Result<Vec<FunctionRef>, ConfigError> {
+    let Some(text) = value else {
+        return Ok(Vec::new());
+    };
+    text.split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .map(|f| {
+            FunctionRef::parse(f).ok_or_else(|| ConfigError {
+                name: "RESCUE_ROTATION_FUNCTIONS",
+                value: text.clone(),
+                expected: "comma-separated Lambda function names or ARNs",
+            })
+        })
+        .collect()
+}
 
 /// A duration such as `15m`, `90s` or `1h 30m`; a bare `0` is zero.
 fn duration(
@@ -260,6 +349,33 @@ mod tests {
     }
 
     #[test]
+    fn alarm_settings_read_their_forms() {
+        let config = config(&[
+            ("AWS_REGION", "us-east-1"),
+            ("RESCUE_GRACE", "0"),
+            (
+                "RESCUE_ALARM_FUNCTIONS",
+                "composite-a=db-rotator,api-rotator; b=x",
+            ),
+            ("RESCUE_MAX_RATE", "35"),
+            (
+                "RESCUE_ROTATION_FUNCTIONS",
+                "db-rotator, arn:aws:lambda:us-east-1:123456789012:function:api:live",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(config.alarm_min_age, Duration::from_secs(900));
+        assert_eq!(
+            config.alarm_functions["composite-a"],
+            ["db-rotator", "api-rotator"]
+        );
+        assert_eq!(config.alarm_functions["b"], ["x"]);
+        assert_eq!(config.max_rate.get(), 35);
+        assert_eq!(config.rotation_functions.len(), 2);
+        assert_eq!(config.rotation_functions[1].name, "api");
+    }
+
+    #[test]
     fn missing_region_is_named() {
         assert_eq!(config(&[]).unwrap_err().name, "AWS_REGION");
     }
@@ -277,6 +393,12 @@ mod tests {
             ("RESCUE_GRACE", "soon"),
             ("RESCUE_RECHECK_MIN_DELAY", "0"),
             ("RESCUE_RECHECK_MIN_DELAY", "20m"),
+            ("RESCUE_ALARM_MIN_AGE", "later"),
+            ("RESCUE_ALARM_FUNCTIONS", "no-equals-sign"),
+            ("RESCUE_ALARM_FUNCTIONS", "a="),
+            ("RESCUE_MAX_RATE", "0"),
+            ("RESCUE_MAX_RATE", "51"),
+            ("RESCUE_ROTATION_FUNCTIONS", "arn:aws:sns:us-east-1:1:topic"),
         ];
         for (name, value) in cases {
             let base = [("AWS_REGION", "us-east-1"), ("RESCUE_GRACE", "0")];

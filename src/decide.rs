@@ -2,10 +2,12 @@
 //! clock in; a [`Decision`] out. No I/O here, so every rule is tested without a network.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
+use crate::alarm::FunctionRef;
 use crate::config::Config;
 use crate::event::FailedStep;
 use crate::recheck::MAX_DEFERRAL;
@@ -103,6 +105,16 @@ pub enum Cause {
         version_id: String,
         step: FailedStep,
         first_deferred_at: DateTime<Utc>,
+        /// A stricter minimum age than the grace, carried over from an alarm.
+        min_age: Duration,
+    },
+    /// A CloudWatch alarm on the rotation function: it names neither secret nor failure, so
+    /// only versions older than max(grace, `RESCUE_ALARM_MIN_AGE`) are acted on.
+    Alarm {
+        alarm_name: String,
+        /// The functions the alarm resolved to: the described secret must still be rotated by
+        /// one of them (the listing that found it lags by minutes).
+        functions: Vec<FunctionRef>,
     },
 }
 
@@ -115,7 +127,9 @@ impl Cause {
             Cause::Recheck {
                 version_id, step, ..
             } if Some(version_id.as_str()) == stuck_id => *step,
-            Cause::Recheck { .. } | Cause::Operator { .. } => FailedStep::Unknown,
+            Cause::Recheck { .. } | Cause::Operator { .. } | Cause::Alarm { .. } => {
+                FailedStep::Unknown
+            }
         }
     }
 
@@ -137,13 +151,33 @@ pub struct Home {
 pub enum SkipReason {
     NotFound,
     ScheduledForDeletion,
-    Replica { primary_region: String },
-    Managed { owning_service: String },
-    OutsideNamePrefix { prefix: String },
-    MissingScopeTag { tag: String },
-    OtherAccount { account: String },
-    OtherRegion { region: String },
+    Replica {
+        primary_region: String,
+    },
+    Managed {
+        owning_service: String,
+    },
+    OutsideNamePrefix {
+        prefix: String,
+    },
+    MissingScopeTag {
+        tag: String,
+    },
+    OtherAccount {
+        account: String,
+    },
+    OtherRegion {
+        region: String,
+    },
     NoRotationFunction,
+    /// `RESCUE_ROTATION_FUNCTIONS` is set and does not list the secret's rotation function.
+    OtherRotationFunction {
+        function: String,
+    },
+    /// Listed as rotated by the alarmed function, but described with another one.
+    NotAlarmedFunction {
+        alarm: String,
+    },
 }
 
 impl std::fmt::Display for SkipReason {
@@ -167,6 +201,14 @@ impl std::fmt::Display for SkipReason {
                 write!(f, "secret of another account ({account})")
             }
             SkipReason::OtherRegion { region } => write!(f, "secret of another region ({region})"),
+            SkipReason::OtherRotationFunction { function } => write!(
+                f,
+                "rotated by {function:?}, which RESCUE_ROTATION_FUNCTIONS does not list"
+            ),
+            SkipReason::NotAlarmedFunction { alarm } => write!(
+                f,
+                "no longer rotated by a function that alarm {alarm:?} watches"
+            ),
             SkipReason::NoRotationFunction => write!(
                 f,
                 "no rotation function: an AWSPENDING staged by hand is not a failed rotation"
@@ -493,7 +535,12 @@ fn wait(
     config: &Config,
     now: DateTime<Utc>,
 ) -> Option<Decision> {
-    let grace = TimeDelta::from_std(config.grace).unwrap_or(TimeDelta::MAX);
+    let grace = match cause {
+        Cause::Alarm { .. } => config.grace.max(config.alarm_min_age),
+        Cause::Recheck { min_age, .. } => config.grace.max(*min_age),
+        _ => config.grace,
+    };
+    let grace = TimeDelta::from_std(grace).unwrap_or(TimeDelta::MAX);
     let deferred = |recheck_at: DateTime<Utc>, reason: String| Decision::Deferred {
         version_id: stuck_id.to_owned(),
         reason,
@@ -505,8 +552,8 @@ fn wait(
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
         (now < ready_at).then(|| {
             let reason = format!(
-                "stuck version is {} s old: Secrets Manager's own retry gets RESCUE_GRACE ({} s) \
-                 until {}",
+                "stuck version is {} s old: it waits {} s (RESCUE_GRACE, or RESCUE_ALARM_MIN_AGE \
+                 for alarms) until {}",
                 (now - since).num_seconds().max(0),
                 grace.num_seconds(),
                 ready_at.to_rfc3339()
@@ -537,6 +584,11 @@ fn wait(
             Some(deferred(ready_at, reason))
         }
         Cause::Operator { force: true } => None,
+        // A version of unknown age is given the full minimum age from now (and re-checked).
+        Cause::Alarm { .. } => {
+            let (ready_at, reason) = young(stuck.created.unwrap_or(now))?;
+            Some(deferred(ready_at, reason))
+        }
         // An operator's call waits only for a version known to be young.
         Cause::Operator { force: false } => {
             let (ready_at, reason) = young(stuck.created?)?;
@@ -621,6 +673,26 @@ fn out_of_bounds(
     }
     if secret.rotation_lambda_arn.is_none() && !cause.is_operator() {
         return Some(SkipReason::NoRotationFunction);
+    }
+    if let Cause::Alarm {
+        alarm_name,
+        functions,
+    } = cause
+    {
+        let rotator = secret.rotation_lambda_arn.as_deref().unwrap_or_default();
+        if !functions.iter().any(|f| f.matches(rotator)) {
+            return Some(SkipReason::NotAlarmedFunction {
+                alarm: alarm_name.clone(),
+            });
+        }
+    }
+    if !config.rotation_functions.is_empty() {
+        let rotator = secret.rotation_lambda_arn.as_deref().unwrap_or_default();
+        if !config.rotation_functions.iter().any(|f| f.matches(rotator)) {
+            return Some(SkipReason::OtherRotationFunction {
+                function: rotator.to_owned(),
+            });
+        }
     }
     None
 }

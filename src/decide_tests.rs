@@ -25,6 +25,10 @@ fn config() -> Config {
         grace: Duration::ZERO,
         recheck_queue_url: None,
         recheck_min_delay: Duration::from_secs(60),
+        alarm_min_age: Duration::ZERO,
+        alarm_functions: BTreeMap::new(),
+        max_rate: std::num::NonZeroU32::new(20).unwrap(),
+        rotation_functions: Vec::new(),
     }
 }
 
@@ -796,6 +800,7 @@ fn recheck(version_id: &str, step: FailedStep, first_deferred_at: DateTime<Utc>)
         version_id: version_id.into(),
         step,
         first_deferred_at,
+        min_age: Duration::ZERO,
     }
 }
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+use crate::alarm::{self, Alarm};
 use crate::recheck::{Recheck, RecheckMessage};
 
 /// The envelope of Secrets Manager service events on EventBridge (AWS-FACTS 2.1).
@@ -33,7 +34,13 @@ pub enum Trigger {
     Operator(OperatorRequest),
     /// Re-checks of deferred secrets, delivered by the re-check queue (SQS): one per record.
     Recheck(Vec<RecheckRecord>),
+    /// CloudWatch alarms on rotation functions (one, or one per SNS record).
+    Alarm(Vec<Alarm>),
 }
+
+const ALARM_EVENT: &str = "CloudWatch alarm state change event";
+const ALARM_ACTION: &str = "CloudWatch alarm action payload";
+const ALARM_SNS: &str = "SNS alarm notification";
 
 /// One SQS record of the re-check queue. A body that is no re-check message is kept as its
 /// problem, so that exactly that message is reported back as failed.
@@ -132,9 +139,11 @@ pub struct OperatorRequest {
 
 /// What the payload was, for an error message. Never the payload itself: it is not logged.
 const ACCEPTED: &str = "an EventBridge Secrets Manager service event (detail-type \"AWS Service \
-                        Event via CloudTrail\", source \"aws.secretsmanager\"), an SQS batch \
-                        of re-check messages, or an operator request {\"secrets\": [\"<arn or \
-                        name>\", ...], \"dry_run\": true, \"force\": true}";
+                        Event via CloudTrail\", source \"aws.secretsmanager\"), a CloudWatch \
+                        alarm (EventBridge \"CloudWatch Alarm State Change\", an alarm action's \
+                        alarmData, or an SNS notification), an SQS batch of re-check messages, \
+                        or an operator request {\"secrets\": [\"<arn or name>\", ...], \
+                        \"dry_run\": true, \"force\": true}";
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum EventError {
@@ -161,6 +170,10 @@ pub fn parse(raw: &Value) -> Result<Trigger, EventError> {
     if object.contains_key("secrets") {
         return parse_operator(raw);
     }
+    if object.contains_key("alarmData") {
+        let alarm = alarm::from_alarm_action(raw).map_err(|p| malformed(ALARM_ACTION, p))?;
+        return Ok(Trigger::Alarm(vec![alarm]));
+    }
     if let Some(records) = object.get("Records").and_then(Value::as_array) {
         return parse_records(raw, records);
     }
@@ -171,6 +184,11 @@ pub fn parse(raw: &Value) -> Result<Trigger, EventError> {
 
 fn parse_eventbridge(raw: &Value, object: &Map<String, Value>) -> Result<Trigger, EventError> {
     let text = |key: &str| object.get(key).and_then(Value::as_str).unwrap_or_default();
+    if text("detail-type") == alarm::ALARM_DETAIL_TYPE && text("source") == alarm::CLOUDWATCH_SOURCE
+    {
+        let alarm = alarm::from_eventbridge(raw).map_err(|p| malformed(ALARM_EVENT, p))?;
+        return Ok(Trigger::Alarm(vec![alarm]));
+    }
     if text("detail-type") != CLOUDTRAIL_DETAIL_TYPE || text("source") != SECRETS_MANAGER_SOURCE {
         return Err(EventError::Unrecognized {
             received: format!(
@@ -235,6 +253,15 @@ fn parse_records(raw: &Value, records: &[Value]) -> Result<Trigger, EventError> 
         field("eventSource").or_else(|| field("EventSource"))
     };
     let sources: Vec<Option<String>> = records.iter().map(source).collect();
+    if !records.is_empty() && sources.iter().all(|s| s.as_deref() == Some("aws:sns")) {
+        let alarms = records
+            .iter()
+            .enumerate()
+            .map(|(i, record)| alarm::from_sns_record(record, i))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|problem| malformed(ALARM_SNS, problem))?;
+        return Ok(Trigger::Alarm(alarms));
+    }
     if records.is_empty() || sources.iter().any(|s| s.as_deref() != Some("aws:sqs")) {
         let mut seen: Vec<String> = sources
             .into_iter()

@@ -1,17 +1,21 @@
 //! The entry point, as a table of contents: parse the trigger, rescue each secret, report.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt};
 use lambda_runtime::Diagnostic;
 use serde_json::Value;
 use thiserror::Error;
 
+use crate::alarm::{Alarm, FunctionRef};
 use crate::config::Config;
 use crate::decide::{ArnParts, Cause, Home};
 use crate::event::{self, EventError, RecheckRecord, Trigger};
-use crate::outcome::{Outcome, SecretReport, Summary};
+use crate::outcome::{AlarmReport, Outcome, SecretReport, Summary};
 use crate::queue::RecheckQueue;
 use crate::rescue::Rescuer;
-use crate::secrets::{RESCUE_BUDGET, SecretsApi};
+use crate::secrets::{CallError, RESCUE_BUDGET, SecretsApi};
 
 /// Why an invocation is reported as failed. Lambda shows the variant as `errorType`.
 #[derive(Debug, Error)]
@@ -19,6 +23,9 @@ pub enum HandlerError {
     /// Nothing was touched: the payload is not one this function accepts.
     #[error(transparent)]
     InvalidEvent(#[from] EventError),
+    /// The secrets of an alarmed function could not be listed; Lambda retries the alarm.
+    #[error("could not list the secrets of the alarmed functions: {0}")]
+    ListingFailed(#[source] CallError),
     /// An event trigger left secrets `failed`; the error makes Lambda retry the event.
     #[error("{failed} of {total} secrets failed; first: {first}")]
     SecretsFailed {
@@ -33,6 +40,7 @@ impl From<HandlerError> for Diagnostic {
         let error_type = match err {
             HandlerError::InvalidEvent(_) => "InvalidEvent",
             HandlerError::SecretsFailed { .. } => "SecretsFailed",
+            HandlerError::ListingFailed(_) => "ListingFailed",
         };
         Diagnostic {
             error_type: error_type.to_owned(),
@@ -132,6 +140,7 @@ impl App {
                 }
                 Summary::new("operator", dry_run, reports)
             }
+            Trigger::Alarm(alarms) => alarm_fan_out(&rescuer, alarms, now, deadline).await?,
             Trigger::Recheck(records) => {
                 let summary = recheck_batch(&rescuer, records, now, deadline).await;
                 log_summary(&summary);
@@ -172,6 +181,127 @@ impl App {
     }
 }
 
+/// How many secrets of an alarm are handled at once. Mutating calls are paced separately
+/// (`RESCUE_MAX_RATE`); this bounds the describes in flight and the memory they hold.
+pub const FAN_OUT_CONCURRENCY: usize = 8;
+
+/// Resolves each alarm to its rotation functions, lists the secrets they rotate, and rescues
+/// each (bounded concurrency, paced mutating calls, within the deadline).
+async fn alarm_fan_out(
+    rescuer: &Rescuer,
+    alarms: &[Alarm],
+    now: DateTime<Utc>,
+    deadline: Option<DateTime<Utc>>,
+) -> Result<Summary, HandlerError> {
+    let mut alarm_reports = Vec::new();
+    let mut functions: Vec<FunctionRef> = Vec::new();
+    let mut names = Vec::new();
+    for alarm in alarms {
+        let (report, resolved) = resolve(alarm, &rescuer.config);
+        if report.outcome == "unresolved" {
+            tracing::error!(alarm = %alarm.name, reason = %report.reason, "alarm unresolved");
+        }
+        if !resolved.is_empty() {
+            names.push(alarm.name.clone());
+        }
+        functions.extend(resolved);
+        alarm_reports.push(report);
+    }
+
+    let dry_run = rescuer.config.dry_run;
+    let mut targets = Vec::new();
+    if !functions.is_empty() {
+        let listed = rescuer
+            .api
+            .list_secrets()
+            .await
+            .map_err(HandlerError::ListingFailed)?;
+        // The listing's labels lag by minutes: every match is described and decided afresh.
+        targets = listed
+            .into_iter()
+            .filter(|s| {
+                let rotator = s.rotation_lambda_arn.as_deref().unwrap_or_default();
+                functions.iter().any(|f| f.matches(rotator))
+            })
+            .map(|s| s.arn)
+            .collect();
+    }
+
+    let cause = Cause::Alarm {
+        alarm_name: names.join(","),
+        functions,
+    };
+    let reports: Vec<SecretReport> = stream::iter(targets)
+        .map(|arn| {
+            let cause = cause.clone();
+            async move {
+                if !time_for_one_more(deadline) {
+                    return not_reached(&arn);
+                }
+                rescuer.rescue(&arn, cause, dry_run, now).await
+            }
+        })
+        .buffered(FAN_OUT_CONCURRENCY)
+        .collect()
+        .await;
+
+    let delivery = alarms.first().map_or("alarm", |a| a.delivery.as_str());
+    let mut summary = Summary::new(delivery, dry_run, reports);
+    summary.alarms = alarm_reports;
+    Ok(summary)
+}
+
+/// The rotation functions an alarm stands for: its `AWS/Lambda` `FunctionName` dimensions, else
+/// its entry in `RESCUE_ALARM_FUNCTIONS`. A plain function name is taken to live in the alarm's
+/// own region and account.
+fn resolve(alarm: &Alarm, config: &Config) -> (AlarmReport, Vec<FunctionRef>) {
+    let mut report = AlarmReport {
+        alarm_name: alarm.name.clone(),
+        delivery: alarm.delivery.as_str().to_owned(),
+        state: alarm.state.clone(),
+        outcome: "resolved".to_owned(),
+        reason: String::new(),
+        functions: Vec::new(),
+    };
+    if !alarm.is_alarm() {
+        report.outcome = "nothing_to_do".to_owned();
+        report.reason = format!("state {}: only a transition into ALARM acts", alarm.state);
+        return (report, Vec::new());
+    }
+    let (names, source) = if !alarm.functions.is_empty() {
+        (alarm.functions.clone(), "its FunctionName dimensions")
+    } else if let Some(mapped) = config.alarm_functions.get(&alarm.name) {
+        (mapped.clone(), "RESCUE_ALARM_FUNCTIONS")
+    } else {
+        report.outcome = "unresolved".to_owned();
+        report.reason = format!(
+            "{} names no AWS/Lambda FunctionName dimension, and RESCUE_ALARM_FUNCTIONS has no \
+             entry for it: nothing done",
+            if alarm.composite {
+                "a composite alarm"
+            } else {
+                "the alarm"
+            }
+        );
+        return (report, Vec::new());
+    };
+    let place = alarm.region_and_account();
+    let functions: Vec<FunctionRef> = names
+        .iter()
+        .filter_map(|name| FunctionRef::parse(name))
+        .map(|mut function| {
+            if let (None, Some((region, account))) = (&function.region, place) {
+                function.region = Some(region.to_owned());
+                function.account = Some(account.to_owned());
+            }
+            function
+        })
+        .collect();
+    report.functions = names;
+    report.reason = format!("resolved through {source}");
+    (report, functions)
+}
+
 /// Re-checks each record's secret; a record whose message is malformed, or whose secret failed
 /// or was not reached, is listed for SQS to deliver again (and, past the queue's
 /// `maxReceiveCount`, to move to its dead-letter queue).
@@ -198,6 +328,7 @@ async fn recheck_batch(
                     version_id: recheck.version_id.clone(),
                     step: recheck.failed_step,
                     first_deferred_at: recheck.first_deferred_at,
+                    min_age: Duration::from_secs(recheck.min_age_seconds.unwrap_or(0)),
                 };
                 rescuer
                     .rescue(&recheck.secret_arn, cause, dry_run, now)

@@ -16,6 +16,7 @@
 //! * [`outcome`] is what is reported: one line per secret and the summary.
 //! * [`config`] is read once at start and passed in.
 
+pub mod alarm;
 pub mod config;
 pub mod decide;
 pub mod event;

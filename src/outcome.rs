@@ -118,6 +118,20 @@ impl SecretReport {
     }
 }
 
+/// What an alarm came to, before any secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlarmReport {
+    pub alarm_name: String,
+    /// `alarm_eventbridge`, `alarm_action` or `alarm_sns`.
+    pub delivery: String,
+    pub state: String,
+    /// `resolved`, `unresolved` (no function found: nothing done), or `nothing_to_do`.
+    pub outcome: String,
+    pub reason: String,
+    /// The rotation functions it resolved to.
+    pub functions: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Summary {
     /// What triggered the invocation: `rotation_failed`, `operator`, or the service event name.
@@ -126,6 +140,9 @@ pub struct Summary {
     /// How many secrets ended with each outcome.
     pub counts: BTreeMap<Outcome, usize>,
     pub secrets: Vec<SecretReport>,
+    /// For alarm triggers: what each alarm resolved to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alarms: Vec<AlarmReport>,
     /// For a batch from the re-check queue: the message ids SQS should deliver again.
     #[serde(skip)]
     pub batch_item_failures: Option<Vec<String>>,
@@ -142,6 +159,7 @@ impl Summary {
             dry_run,
             counts,
             secrets,
+            alarms: Vec::new(),
             batch_item_failures: None,
         }
     }

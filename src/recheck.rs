@@ -33,6 +33,10 @@ pub struct Recheck {
     /// The step the failure named; it still applies when the same version is stuck.
     pub failed_step: FailedStep,
     pub first_deferred_at: DateTime<Utc>,
+    /// Set for secrets an alarm deferred: their stricter minimum age (max of the grace and
+    /// `RESCUE_ALARM_MIN_AGE`), which the re-check keeps applying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_age_seconds: Option<u64>,
 }
 
 /// How long the re-check waits: the time left until `recheck_at`, at least `min_delay` (so a
@@ -80,6 +84,7 @@ mod tests {
                 version_id: "v2".into(),
                 failed_step: FailedStep::TestSecret,
                 first_deferred_at: at(0, 0),
+                min_age_seconds: None,
             },
         };
         let text = serde_json::to_string(&message).unwrap();

@@ -1,5 +1,7 @@
 //! For each secret: describe, decide, act, report. The only place that turns a plan into calls.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
@@ -124,11 +126,14 @@ impl Rescuer {
             );
             return report;
         };
-        let first_deferred_at = match cause {
+        let (first_deferred_at, min_age) = match cause {
             Cause::Recheck {
-                first_deferred_at, ..
-            } => *first_deferred_at,
-            _ => now,
+                first_deferred_at,
+                min_age,
+                ..
+            } => (*first_deferred_at, *min_age),
+            Cause::Alarm { .. } => (now, self.config.alarm_min_age),
+            _ => (now, Duration::ZERO),
         };
         let message = RecheckMessage {
             recheck: Recheck {
@@ -136,6 +141,7 @@ impl Rescuer {
                 failed_step: cause.step_for(Some(&version_id)),
                 version_id,
                 first_deferred_at,
+                min_age_seconds: (!min_age.is_zero()).then_some(min_age.as_secs()),
             },
         };
         let delay = recheck::delay(now, recheck_at, self.config.recheck_min_delay);

@@ -2,6 +2,8 @@
 //! reads or writes a secret value: no `GetSecretValue`, no `PutSecretValue`, no KMS.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
@@ -11,6 +13,7 @@ use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::types::Tag;
 use chrono::{DateTime, Utc};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use thiserror::Error;
 
 use crate::decide::{SecretState, Version};
@@ -109,15 +112,75 @@ impl CallError {
     }
 }
 
+/// A secret as `ListSecrets` shows it: enough to tell which function rotates it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedSecret {
+    pub arn: String,
+    pub rotation_lambda_arn: Option<String>,
+}
+
+/// The burst allowed on top of the steady rate: a tenth of it, at least one call. So at most
+/// `rate + burst` mutating calls fall in any one-second window.
+pub fn burst_for(rate: NonZeroU32) -> NonZeroU32 {
+    NonZeroU32::new(rate.get() / 10).unwrap_or(NonZeroU32::MIN)
+}
+
 /// The Secrets Manager calls, on a client given from outside (so tests can hand in a mock).
 #[derive(Debug, Clone)]
 pub struct SecretsApi {
     client: Client,
+    /// Paces the mutating calls, which share per-account quotas of 50 per second with the
+    /// rotation functions themselves (AWS-FACTS 4). Read calls are not paced.
+    limiter: Option<Arc<DefaultDirectRateLimiter>>,
 }
 
 impl SecretsApi {
     pub fn new(client: Client) -> Self {
-        SecretsApi { client }
+        SecretsApi {
+            client,
+            limiter: None,
+        }
+    }
+
+    /// Paces mutating calls to `per_second`, with a burst of [`burst_for`] that rate.
+    pub fn with_rate_limit(mut self, per_second: NonZeroU32) -> Self {
+        let quota = Quota::per_second(per_second).allow_burst(burst_for(per_second));
+        self.limiter = Some(Arc::new(RateLimiter::direct(quota)));
+        self
+    }
+
+    async fn pace(&self) {
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
+        }
+    }
+
+    /// Every secret with its rotation function (`ListSecrets`, 100 a page). The listing lags by
+    /// minutes: it only says which secrets to describe, never what to do.
+    pub async fn list_secrets(&self) -> Result<Vec<ListedSecret>, CallError> {
+        let mut pages = self
+            .client
+            .list_secrets()
+            .max_results(100)
+            .into_paginator()
+            .send();
+        let mut secrets = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| CallError::from_sdk("ListSecrets", err))?;
+            for entry in page.secret_list() {
+                let Some(arn) = entry.arn() else {
+                    continue;
+                };
+                secrets.push(ListedSecret {
+                    arn: arn.to_owned(),
+                    rotation_lambda_arn: entry
+                        .rotation_lambda_arn()
+                        .filter(|a| !a.is_empty())
+                        .map(str::to_owned),
+                });
+            }
+        }
+        Ok(secrets)
     }
 
     /// `DescribeSecret` plus `ListSecretVersionIds` (with deprecated versions, for creation dates
@@ -213,6 +276,7 @@ impl SecretsApi {
     /// `CancelRotateSecret`. Its `VersionId` answer is not used: emulators return another version
     /// than AWS does (AWS-FACTS 9); the stuck version comes from `VersionIdsToStages`.
     pub async fn cancel_rotation(&self, arn: &str) -> Result<(), CallError> {
+        self.pace().await;
         self.client
             .cancel_rotate_secret()
             .secret_id(arn)
@@ -230,6 +294,7 @@ impl SecretsApi {
         label: &str,
         version_id: &str,
     ) -> Result<(), CallError> {
+        self.pace().await;
         self.client
             .update_secret_version_stage()
             .secret_id(arn)
@@ -248,6 +313,7 @@ impl SecretsApi {
         label: &str,
         version_id: &str,
     ) -> Result<(), CallError> {
+        self.pace().await;
         self.client
             .update_secret_version_stage()
             .secret_id(arn)
@@ -260,6 +326,7 @@ impl SecretsApi {
     }
 
     pub async fn tag(&self, arn: &str, tags: &BTreeMap<String, String>) -> Result<(), CallError> {
+        self.pace().await;
         let tags = tags
             .iter()
             .map(|(key, value)| Tag::builder().key(key).value(value).build());
@@ -274,6 +341,7 @@ impl SecretsApi {
     }
 
     pub async fn untag(&self, arn: &str, key: &str) -> Result<(), CallError> {
+        self.pace().await;
         self.client
             .untag_resource()
             .secret_id(arn)

@@ -15,7 +15,8 @@ async fn main() -> Result<(), Error> {
     // Fail the cold start, naming the variable, rather than mis-handle a rescue.
     let config = Config::from_env()?;
     let sdk_config = secrets::sdk_config_from_env().await;
-    let api = SecretsApi::new(aws_sdk_secretsmanager::Client::new(&sdk_config));
+    let api = SecretsApi::new(aws_sdk_secretsmanager::Client::new(&sdk_config))
+        .with_rate_limit(config.max_rate);
     let queue = config.recheck_queue_url.as_ref().map(|url| {
         let sqs = aws_sdk_sqs::Client::new(&sdk_config);
         RecheckQueue::new(sqs, url)
