@@ -322,7 +322,7 @@ async fn recheck_batch(
                 report.log();
                 report
             }
-            Ok(_) if !time_for_one_more(deadline) => not_reached("-"),
+            Ok(recheck) if !time_for_one_more(deadline) => not_reached(&recheck.secret_arn),
             Ok(recheck) => {
                 let cause = Cause::Recheck {
                     version_id: recheck.version_id.clone(),

@@ -118,10 +118,12 @@ impl Rescuer {
         recheck_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> SecretReport {
+        // Only a deployment without a grace runs without a queue (the configuration refuses
+        // anything else): its deferrals are versions of a later rotation, which reports its own
+        // failure if it fails.
         let Some(queue) = &self.queue else {
-            report.outcome = Outcome::Failed;
             report.reason = format!(
-                "{}; but no re-check queue is configured (RESCUE_RECHECK_QUEUE_URL)",
+                "{}; not re-checked: no re-check queue (RESCUE_RECHECK_QUEUE_URL) is configured",
                 report.reason
             );
             return report;

@@ -8,8 +8,10 @@ mod common;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use common::*;
+use rotation_rescue::event::FailedStep;
 use rotation_rescue::handler::HandlerError;
 use rotation_rescue::outcome::{Outcome, SecretReport, Summary};
+use rotation_rescue::recheck::{Recheck, RecheckMessage};
 use serde_json::json;
 
 /// The one report of an event's summary.
@@ -798,22 +800,77 @@ async fn no_current_version_cancels_and_leaves_labels_for_a_person() {
 #[tokio::test]
 async fn version_newer_than_the_failure_is_deferred_and_untouched() {
     let client = client();
+    let sqs = sqs_client();
+    let queue_url = create_queue(&sqs, "newer").await;
     let since = Utc::now();
     let seeded = failed_rotation(&client, &unique_name("newer")).await;
     let before = state(&client, &seeded.arn).await;
     let now = Utc::now();
 
-    // The failure an hour before the stuck version was made: a later rotation made it.
+    // The failure an hour before the stuck version was made: a later rotation made it. Its
+    // re-check is sent like any other; a short minimum delay lets the test receive it (with the
+    // grace at 0 the delay is that minimum).
+    let app = moto_app_with_queue(
+        &[("RESCUE_RECHECK_MIN_DELAY", "1s")],
+        sqs.clone(),
+        &queue_url,
+    );
     let event = rotation_failed_event(&seeded.arn, "setSecret", since - TimeDelta::hours(1));
-    let summary = moto_app(&[])
-        .handle(&event, FUNCTION_ARN, now)
-        .await
-        .unwrap();
+    let summary = app.handle(&event, FUNCTION_ARN, now).await.unwrap();
 
     let report = only_report(&summary);
     assert_eq!(report.outcome, Outcome::Deferred, "{report:#?}");
     assert_eq!(report.stuck_version_id.as_deref(), Some(seeded.pending()));
+    assert_eq!(report.recheck_in_seconds, Some(1), "{report:#?}");
     assert!(report.actions.is_empty());
+    assert_eq!(state(&client, &seeded.arn).await, before);
+
+    let messages = receive(&sqs, &queue_url, 1, std::time::Duration::from_secs(5)).await;
+    assert_eq!(
+        messages.len(),
+        1,
+        "the re-check message arrives: {messages:#?}"
+    );
+    let body = messages[0].body().expect("body");
+    let message: RecheckMessage = serde_json::from_str(body).expect("a re-check message");
+    assert_eq!(
+        message.recheck,
+        Recheck {
+            secret_arn: seeded.arn.clone(),
+            version_id: seeded.pending().to_owned(),
+            failed_step: FailedStep::SetSecret,
+            // First deferred at the handler's clock.
+            first_deferred_at: now,
+        },
+        "{body}"
+    );
+}
+
+/// Without a re-check queue a deferred secret cannot be looked at again: it is `failed` (nothing
+/// is dropped silently), and the event invocation fails so that Lambda retries it.
+#[tokio::test]
+async fn deferred_secret_without_a_queue_stays_deferred_and_says_so() {
+    // RESCUE_GRACE=0 runs without a queue: a version of a later rotation is left to that
+    // rotation, which reports its own failure; the invocation succeeds.
+    let client = client();
+    let since = Utc::now();
+    let seeded = failed_rotation(&client, &unique_name("newer-no-queue")).await;
+    let before = state(&client, &seeded.arn).await;
+
+    let event = rotation_failed_event(&seeded.arn, "setSecret", since - TimeDelta::hours(1));
+    let summary = moto_app(&[])
+        .handle(&event, FUNCTION_ARN, Utc::now())
+        .await
+        .expect("a deferral without a queue is no failure");
+
+    let report = only_report(&summary);
+    assert_eq!(report.outcome, Outcome::Deferred, "{report:#?}");
+    assert!(
+        report.reason.contains("RESCUE_RECHECK_QUEUE_URL"),
+        "{}",
+        report.reason
+    );
+    assert_eq!(report.recheck_in_seconds, None);
     assert_eq!(state(&client, &seeded.arn).await, before);
 }
 

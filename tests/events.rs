@@ -75,6 +75,22 @@ fn check(name: &str) {
                 force: false,
             }))
         ),
+        "recheck-sqs.json" => match event::parse(&load(name)) {
+            Ok(Trigger::Recheck(records)) => {
+                assert_eq!(records.len(), 1);
+                let record = &records[0];
+                assert_eq!(record.message_id, "5fd6e1a2-7c5b-4c36-9c4e-0d1f5a3b2e71");
+                let recheck = record.message.as_ref().expect("a re-check message");
+                assert_eq!(recheck.secret_arn, PROD_DB);
+                assert_eq!(recheck.version_id, "3f1c9a7e-1111-2222-3333-444455556666");
+                assert_eq!(recheck.failed_step, FailedStep::TestSecret);
+                assert_eq!(
+                    recheck.first_deferred_at.to_rfc3339(),
+                    "2024-05-01T00:50:21+00:00"
+                );
+            }
+            other => panic!("{name}: expected a re-check batch, got {other:?}"),
+        },
         other => panic!("events/{other} has no expectation in tests/events.rs"),
     }
 }
@@ -88,7 +104,7 @@ fn every_events_file_is_recognised_with_its_fields() {
         .filter(|name| name.ends_with(".json"))
         .collect();
     names.sort();
-    assert!(names.len() >= 6, "events/ holds {names:?}");
+    assert!(names.len() >= 7, "events/ holds {names:?}");
     for name in &names {
         check(name);
     }

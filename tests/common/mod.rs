@@ -40,6 +40,7 @@ use aws_sdk_secretsmanager::types::{ReplicaRegionType, Tag};
 use chrono::{DateTime, Timelike, Utc};
 use rotation_rescue::config::Config;
 use rotation_rescue::handler::App;
+use rotation_rescue::queue::RecheckQueue;
 use rotation_rescue::secrets::SecretsApi;
 use serde_json::{Value, json};
 
@@ -300,6 +301,154 @@ pub fn app(client: Client, config: Config) -> App {
 /// The app on this binary's moto with the default test configuration plus `overrides`.
 pub fn moto_app(overrides: &[(&str, &str)]) -> App {
     app(client(), config(overrides))
+}
+
+/// An SQS client configuration for this binary's moto (moto serves SQS on the same endpoint),
+/// with the same dummy credentials, short timeouts and own retry partition as [`client_for`].
+/// Tests add interceptors to it before building.
+pub fn sqs_config() -> aws_sdk_sqs::config::Builder {
+    static PARTITION: AtomicUsize = AtomicUsize::new(0);
+    let partition = format!(
+        "rotation-rescue-sqs-test-{}",
+        PARTITION.fetch_add(1, Ordering::Relaxed)
+    );
+    aws_sdk_sqs::Config::builder()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new(REGION))
+        .endpoint_url(moto_endpoint())
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .retry_config(
+            aws_sdk_sqs::config::retry::RetryConfig::standard()
+                .with_max_attempts(2)
+                .with_initial_backoff(Duration::from_millis(50)),
+        )
+        .retry_partition(aws_sdk_sqs::config::retry::RetryPartition::new(partition))
+        .timeout_config(
+            aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .operation_attempt_timeout(Duration::from_secs(10))
+                .operation_timeout(Duration::from_secs(20))
+                .build(),
+        )
+}
+
+/// An SQS client of this binary's moto.
+pub fn sqs_client() -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::from_conf(sqs_config().build())
+}
+
+/// Creates a queue named after `test` (unique in this binary) on moto; returns its URL.
+pub async fn create_queue(sqs: &aws_sdk_sqs::Client, test: &str) -> String {
+    let created = sqs
+        .create_queue()
+        .queue_name(unique_name(test))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("CreateQueue: {e:?}"));
+    created.queue_url().expect("QueueUrl").to_owned()
+}
+
+/// The app on this binary's moto, its re-checks sent through `sqs` to `queue_url`: the test
+/// configuration plus `overrides`, with `RESCUE_RECHECK_QUEUE_URL` set to `queue_url` (as the
+/// Lambda binary wires it).
+pub fn moto_app_with_queue(
+    overrides: &[(&str, &str)],
+    sqs: aws_sdk_sqs::Client,
+    queue_url: &str,
+) -> App {
+    let mut settings = vec![("RESCUE_RECHECK_QUEUE_URL", queue_url)];
+    settings.extend_from_slice(overrides);
+    app(client(), config(&settings)).with_queue(RecheckQueue::new(sqs, queue_url))
+}
+
+/// Receives up to `count` messages from `queue_url`, long-polling until they are all in or
+/// `within` has passed (moto honours `DelaySeconds`: a delayed message stays invisible until its
+/// delay is over). Every attribute is asked for, as Lambda's event source mapping does.
+pub async fn receive(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    count: usize,
+    within: Duration,
+) -> Vec<aws_sdk_sqs::types::Message> {
+    let deadline = Instant::now() + within;
+    let mut messages = Vec::new();
+    while messages.len() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let wait = i32::try_from(left.as_secs().clamp(1, 20)).unwrap_or(20);
+        let received = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(i32::try_from(count - messages.len()).unwrap_or(10).min(10))
+            .wait_time_seconds(wait)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("ReceiveMessage: {e:?}"));
+        messages.extend(received.messages().iter().cloned());
+    }
+    messages
+}
+
+/// The queue's ARN from its URL (`http://host/<account>/<name>`), as the event source mapping
+/// names it in each record.
+pub fn queue_arn(queue_url: &str) -> String {
+    let name = queue_url.rsplit('/').next().unwrap_or(queue_url);
+    format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{name}")
+}
+
+/// One record of an SQS event as Lambda's event source mapping delivers it, from a message
+/// received from `queue_url`.
+pub fn sqs_record(queue_url: &str, message: &aws_sdk_sqs::types::Message) -> Value {
+    let attributes: serde_json::Map<String, Value> = message
+        .attributes()
+        .into_iter()
+        .flatten()
+        .map(|(name, value)| (name.as_str().to_owned(), Value::from(value.as_str())))
+        .collect();
+    json!({
+        "messageId": message.message_id().expect("MessageId"),
+        "receiptHandle": message.receipt_handle().expect("ReceiptHandle"),
+        "body": message.body().expect("Body"),
+        "attributes": attributes,
+        "messageAttributes": {},
+        "md5OfBody": message.md5_of_body().expect("MD5OfBody"),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn(queue_url),
+        "awsRegion": REGION
+    })
+}
+
+/// A record with a given message id and body, shaped like [`sqs_record`] (for bodies and ids
+/// that did not come through the queue).
+pub fn sqs_record_with(queue_url: &str, message_id: &str, body: &str) -> Value {
+    let sent = Utc::now().timestamp_millis().to_string();
+    json!({
+        "messageId": message_id,
+        "receiptHandle": format!("receipt-{message_id}"),
+        "body": body,
+        "attributes": {
+            "ApproximateReceiveCount": "1",
+            "SentTimestamp": sent,
+            "SenderId": "AROAEXAMPLE:rotation-rescue",
+            "ApproximateFirstReceiveTimestamp": sent
+        },
+        "messageAttributes": {},
+        "md5OfBody": "0123456789abcdef0123456789abcdef",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn(queue_url),
+        "awsRegion": REGION
+    })
+}
+
+/// An SQS event (`{"Records": [...]}`) of `records`.
+pub fn sqs_event(records: Vec<Value>) -> Value {
+    json!({ "Records": records })
 }
 
 /// What a seed made.
