@@ -84,6 +84,13 @@ lint-template: venv
 demo: venv
 	bash scripts/demo.sh
 
+# The alarm fan-out benchmark: 1,000 secrets on its own local moto, one alarm at
+# RESCUE_MAX_RATE=50; prints wall time, calls by operation, calls per rescued secret and the
+# achieved mutating-call rate (figures only, no timing assertions). Not part of `test`.
+.PHONY: bench
+bench: venv
+	$(CARGO) run --quiet --example alarm_fan_out
+
 # arm64 cross build through cargo-lambda and zig. Needs the aarch64-unknown-linux-gnu Rust
 # target (`rustup target add aarch64-unknown-linux-gnu`); not part of `test`.
 build: venv

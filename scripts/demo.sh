@@ -159,6 +159,7 @@ export AWS_SECRET_ACCESS_KEY=demo
 export AWS_EC2_METADATA_DISABLED=true
 export RESCUE_ACCOUNT_ID=123456789012  # moto's default account
 export RESCUE_GRACE=0
+export RESCUE_ALARM_MIN_AGE=0  # no alarm here; with both waits at 0 no queue is needed
 
 heading "2. Seed a failed rotation: $SECRET_NAME"
 SECRET_ARN=$(python3 scripts/seed_failed_rotation.py "$SECRET_NAME")

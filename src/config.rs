@@ -91,13 +91,20 @@ impl Config {
             })?;
 
         let grace = duration(get("RESCUE_GRACE"), "RESCUE_GRACE", DEFAULT_GRACE)?;
+        let alarm_min_age = duration(
+            get("RESCUE_ALARM_MIN_AGE"),
+            "RESCUE_ALARM_MIN_AGE",
+            DEFAULT_ALARM_MIN_AGE,
+        )?;
         let recheck_queue_url = get("RESCUE_RECHECK_QUEUE_URL");
-        if !grace.is_zero() && recheck_queue_url.is_none() {
-            // Waiting is only safe when every deferred secret is looked at again.
+        if !(grace.is_zero() && alarm_min_age.is_zero()) && recheck_queue_url.is_none() {
+            // Waiting is only safe when every deferred secret is looked at again: an alarm
+            // does not fire again while it stays in ALARM.
             return Err(ConfigError {
                 name: "RESCUE_RECHECK_QUEUE_URL",
                 value: String::new(),
-                expected: "the re-check queue's URL whenever RESCUE_GRACE is not 0",
+                expected: "the re-check queue's URL unless RESCUE_GRACE and \
+                           RESCUE_ALARM_MIN_AGE are both 0",
             });
         }
         let recheck_min_delay = duration(
@@ -113,11 +120,6 @@ impl Config {
             });
         }
 
-        let alarm_min_age = duration(
-            get("RESCUE_ALARM_MIN_AGE"),
-            "RESCUE_ALARM_MIN_AGE",
-            DEFAULT_ALARM_MIN_AGE,
-        )?;
         let max_rate = match get("RESCUE_MAX_RATE") {
             None => NonZeroU32::new(DEFAULT_MAX_RATE).unwrap_or(NonZeroU32::MIN),
             Some(text) => text
@@ -330,9 +332,17 @@ mod tests {
     fn grace_without_a_recheck_queue_is_refused() {
         let err = config(&[("AWS_REGION", "r")]).unwrap_err();
         assert_eq!(err.name, "RESCUE_RECHECK_QUEUE_URL");
-        let immediate = config(&[("AWS_REGION", "r"), ("RESCUE_GRACE", "0")]).unwrap();
+        let immediate = config(&[
+            ("AWS_REGION", "r"),
+            ("RESCUE_GRACE", "0"),
+            ("RESCUE_ALARM_MIN_AGE", "0"),
+        ])
+        .unwrap();
         assert_eq!(immediate.grace, Duration::ZERO);
         assert_eq!(immediate.recheck_queue_url, None);
+        // An alarm's minimum age defers too, so it needs the queue as much as the grace does.
+        let alarm_waits = config(&[("AWS_REGION", "r"), ("RESCUE_GRACE", "0")]).unwrap_err();
+        assert_eq!(alarm_waits.name, "RESCUE_RECHECK_QUEUE_URL");
     }
 
     #[test]
@@ -352,7 +362,7 @@ mod tests {
     fn alarm_settings_read_their_forms() {
         let config = config(&[
             ("AWS_REGION", "us-east-1"),
-            ("RESCUE_GRACE", "0"),
+            ("RESCUE_RECHECK_QUEUE_URL", "q"),
             (
                 "RESCUE_ALARM_FUNCTIONS",
                 "composite-a=db-rotator,api-rotator; b=x",
@@ -401,8 +411,15 @@ mod tests {
             ("RESCUE_ROTATION_FUNCTIONS", "arn:aws:sns:us-east-1:1:topic"),
         ];
         for (name, value) in cases {
-            let base = [("AWS_REGION", "us-east-1"), ("RESCUE_GRACE", "0")];
-            let err = config(&[base[0], base[1], (name, value)]).unwrap_err();
+            let base = [
+                ("AWS_REGION", "us-east-1"),
+                ("RESCUE_GRACE", "0"),
+                ("RESCUE_ALARM_MIN_AGE", "0"),
+            ];
+            let mut pairs = base.to_vec();
+            pairs.retain(|(key, _)| *key != name);
+            pairs.push((name, value));
+            let err = config(&pairs).unwrap_err();
             assert_eq!(err.name, name, "{name}={value}");
             assert!(err.to_string().contains(name), "{err}");
         }
@@ -413,6 +430,7 @@ mod tests {
         let only_key = config(&[
             ("AWS_REGION", "r"),
             ("RESCUE_GRACE", "0"),
+            ("RESCUE_ALARM_MIN_AGE", "0"),
             ("RESCUE_SCOPE_TAG", "team"),
         ])
         .unwrap();
@@ -426,6 +444,7 @@ mod tests {
         let pair = config(&[
             ("AWS_REGION", "r"),
             ("RESCUE_GRACE", "0"),
+            ("RESCUE_ALARM_MIN_AGE", "0"),
             ("RESCUE_SCOPE_TAG", "team=db"),
         ])
         .unwrap();
@@ -437,6 +456,7 @@ mod tests {
         let on = config(&[
             ("AWS_REGION", "r"),
             ("RESCUE_GRACE", "0"),
+            ("RESCUE_ALARM_MIN_AGE", "0"),
             ("RESCUE_DRY_RUN", "TRUE"),
         ])
         .unwrap();
@@ -444,6 +464,7 @@ mod tests {
         let off = config(&[
             ("AWS_REGION", "r"),
             ("RESCUE_GRACE", "0"),
+            ("RESCUE_ALARM_MIN_AGE", "0"),
             ("RESCUE_TAG_SECRETS", "0"),
         ])
         .unwrap();

@@ -118,9 +118,9 @@ impl Rescuer {
         recheck_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> SecretReport {
-        // Only a deployment without a grace runs without a queue (the configuration refuses
-        // anything else): its deferrals are versions of a later rotation, which reports its own
-        // failure if it fails.
+        // Only a deployment that never waits (RESCUE_GRACE and RESCUE_ALARM_MIN_AGE both 0)
+        // runs without a queue, as the configuration enforces: its deferrals are versions of a
+        // later rotation, which reports its own failure if it fails.
         let Some(queue) = &self.queue else {
             report.reason = format!(
                 "{}; not re-checked: no re-check queue (RESCUE_RECHECK_QUEUE_URL) is configured",

@@ -327,7 +327,7 @@ fn untag_rule_ok() -> Rule {
 fn config() -> Config {
     Config::from_lookup(|name| match name {
         "AWS_REGION" => Some(REGION.to_owned()),
-        "RESCUE_GRACE" => Some("0".to_owned()),
+        "RESCUE_GRACE" | "RESCUE_ALARM_MIN_AGE" => Some("0".to_owned()),
         _ => None,
     })
     .unwrap()

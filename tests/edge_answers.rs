@@ -124,7 +124,7 @@ fn config(extra: &[(&str, &str)]) -> Config {
         if name == "AWS_REGION" {
             return Some(REGION.to_owned());
         }
-        if name == "RESCUE_GRACE" {
+        if name == "RESCUE_GRACE" || name == "RESCUE_ALARM_MIN_AGE" {
             return Some("0".to_owned());
         }
         extra

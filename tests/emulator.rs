@@ -841,6 +841,7 @@ async fn version_newer_than_the_failure_is_deferred_and_untouched() {
             failed_step: FailedStep::SetSecret,
             // First deferred at the handler's clock.
             first_deferred_at: now,
+            min_age_seconds: None,
         },
         "{body}"
     );

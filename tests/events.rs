@@ -3,10 +3,12 @@
 
 use std::path::Path;
 
+use rotation_rescue::alarm::{Alarm, Delivery};
 use rotation_rescue::event::{self, FailedStep, OperatorRequest, Trigger};
 use serde_json::Value;
 
 const PROD_DB: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf";
+const ALARM_ARN_PREFIX: &str = "arn:aws:cloudwatch:us-east-1:123456789012:alarm:";
 
 fn load(name: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -20,6 +22,32 @@ fn rotation_failed(name: &str) -> event::RotationFailed {
     match event::parse(&load(name)) {
         Ok(Trigger::RotationFailed(failed)) => failed,
         other => panic!("{name}: expected RotationFailed, got {other:?}"),
+    }
+}
+
+/// The one alarm a file delivers, through the production dispatcher.
+fn alarm(name: &str) -> Alarm {
+    match event::parse(&load(name)) {
+        Ok(Trigger::Alarm(mut alarms)) if alarms.len() == 1 => alarms.remove(0),
+        other => panic!("{name}: expected one alarm, got {other:?}"),
+    }
+}
+
+/// The alarm `alarm_name` in us-east-1 of account 123456789012, as `delivery` brings it.
+fn expected(
+    delivery: Delivery,
+    alarm_name: &str,
+    state: &str,
+    functions: &[&str],
+    composite: bool,
+) -> Alarm {
+    Alarm {
+        delivery,
+        name: alarm_name.to_owned(),
+        arn: Some(format!("{ALARM_ARN_PREFIX}{alarm_name}")),
+        state: state.to_owned(),
+        functions: functions.iter().map(|f| f.to_string()).collect(),
+        composite,
     }
 }
 
@@ -91,6 +119,99 @@ fn check(name: &str) {
             }
             other => panic!("{name}: expected a re-check batch, got {other:?}"),
         },
+        "alarm-eventbridge.json" => {
+            let alarm = alarm(name);
+            let want = expected(
+                Delivery::EventBridge,
+                "db-rotator-errors",
+                "ALARM",
+                &["db-rotator"],
+                false,
+            );
+            assert_eq!(alarm, want);
+            assert!(alarm.is_alarm());
+            assert_eq!(
+                alarm.region_and_account(),
+                Some(("us-east-1", "123456789012"))
+            );
+            // `reasonData` is a JSON string inside the JSON, as AWS sends it.
+            let raw = load(name);
+            let reason_data = raw["detail"]["state"]["reasonData"].as_str().unwrap();
+            let reason: Value = serde_json::from_str(reason_data).unwrap();
+            assert_eq!(reason["statistic"], "Sum");
+        }
+        "alarm-eventbridge-metric-math.json" => assert_eq!(
+            alarm(name),
+            // The expression entry has no metricStat and adds no function.
+            expected(
+                Delivery::EventBridge,
+                "rotators-errors-math",
+                "ALARM",
+                &["db-rotator", "api-rotator"],
+                false,
+            )
+        ),
+        "alarm-action.json" => assert_eq!(
+            alarm(name),
+            expected(
+                Delivery::AlarmAction,
+                "db-rotator-errors-action",
+                "ALARM",
+                &["db-rotator"],
+                false,
+            )
+        ),
+        "alarm-action-composite.json" => assert_eq!(
+            alarm(name),
+            expected(Delivery::AlarmAction, "rotation-health", "ALARM", &[], true)
+        ),
+        "alarm-sns.json" => {
+            let alarm = alarm(name);
+            assert_eq!(
+                alarm,
+                expected(
+                    Delivery::Sns,
+                    "db-rotator-errors-sns",
+                    "ALARM",
+                    &["db-rotator"],
+                    false,
+                )
+            );
+            // The region comes from the ARN, never from the display name.
+            assert_eq!(
+                alarm.region_and_account(),
+                Some(("us-east-1", "123456789012"))
+            );
+            let raw = load(name);
+            let message = raw["Records"][0]["Sns"]["Message"].as_str().unwrap();
+            let message: Value = serde_json::from_str(message).unwrap();
+            assert_eq!(message["AlarmDescription"], Value::Null);
+            assert_eq!(message["Region"], "US East (N. Virginia)");
+        }
+        "alarm-sns-metric-math.json" => assert_eq!(
+            alarm(name),
+            expected(
+                Delivery::Sns,
+                "rotators-errors-math-sns",
+                "ALARM",
+                &["db-rotator", "api-rotator"],
+                false,
+            )
+        ),
+        "alarm-ok.json" => {
+            let alarm = alarm(name);
+            assert_eq!(
+                alarm,
+                expected(
+                    Delivery::EventBridge,
+                    "db-rotator-errors",
+                    "OK",
+                    &["db-rotator"],
+                    false,
+                )
+            );
+            assert!(!alarm.is_alarm());
+        }
         other => panic!("events/{other} has no expectation in tests/events.rs"),
     }
 }
@@ -104,7 +225,7 @@ fn every_events_file_is_recognised_with_its_fields() {
         .filter(|name| name.ends_with(".json"))
         .collect();
     names.sort();
-    assert!(names.len() >= 7, "events/ holds {names:?}");
+    assert!(names.len() >= 14, "events/ holds {names:?}");
     for name in &names {
         check(name);
     }

@@ -141,6 +141,7 @@ fn recheck_body(seeded: &Seeded, step: FailedStep, first_deferred_at: DateTime<U
             version_id: seeded.pending().to_owned(),
             failed_step: step,
             first_deferred_at,
+            min_age_seconds: None,
         },
     };
     serde_json::to_string(&message).unwrap()
@@ -222,6 +223,7 @@ async fn fresh_failure_is_deferred_and_its_recheck_delay_is_captured() {
             version_id: seeded.pending().to_owned(),
             failed_step: FailedStep::TestSecret,
             first_deferred_at: now,
+            min_age_seconds: None,
         }
     );
     // Delayed: not visible yet.
@@ -464,6 +466,7 @@ async fn recheck_still_too_young_is_requeued() {
             version_id: seeded.pending().to_owned(),
             failed_step: FailedStep::FinishSecret,
             first_deferred_at,
+            min_age_seconds: None,
         },
         "re-queued with the first deferral's time"
     );
@@ -752,18 +755,34 @@ async fn sqs_and_sns_records_are_told_apart() {
     let (sqs_only, _) = one_record_event(&setup.queue_url, &body);
     let sqs_record = sqs_only["Records"][0].clone();
 
-    for records in [vec![sns_record.clone()], vec![sqs_record, sns_record]] {
-        let event = sqs_event(records);
-        let err = setup
-            .app
-            .handle(&event, FUNCTION_ARN, Utc::now())
-            .await
-            .expect_err("SNS records are not accepted (yet)");
-        let HandlerError::InvalidEvent(EventError::Unrecognized { received }) = &err else {
-            panic!("expected an unrecognized payload, got {err:?}");
-        };
-        assert!(received.contains("aws:sns"), "{received}");
-    }
+    // SNS records carry alarms only: a re-check body there is refused, naming what is missing.
+    let err = setup
+        .app
+        .handle(
+            &sqs_event(vec![sns_record.clone()]),
+            FUNCTION_ARN,
+            Utc::now(),
+        )
+        .await
+        .expect_err("an SNS record that holds no alarm is refused");
+    let HandlerError::InvalidEvent(EventError::Malformed { problem, .. }) = &err else {
+        panic!("expected a malformed SNS notification, got {err:?}");
+    };
+    assert!(problem.contains("AlarmName"), "{problem}");
+    // A batch that mixes the two sources is neither.
+    let err = setup
+        .app
+        .handle(
+            &sqs_event(vec![sqs_record, sns_record]),
+            FUNCTION_ARN,
+            Utc::now(),
+        )
+        .await
+        .expect_err("a mixed batch is refused");
+    let HandlerError::InvalidEvent(EventError::Unrecognized { received }) = &err else {
+        panic!("expected an unrecognized payload, got {err:?}");
+    };
+    assert!(received.contains("aws:sns"), "{received}");
     assert_eq!(state(&client, &seeded.arn).await, before, "untouched");
     assert!(setup.sent.all().is_empty());
 }

@@ -76,6 +76,7 @@ fn function_env(command: &mut Command, dir: &Path) {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("RESCUE_ACCOUNT_ID", ACCOUNT)
         .env("RESCUE_GRACE", "0")
+        .env("RESCUE_ALARM_MIN_AGE", "0")
         .env("AWS_LAMBDA_LOG_LEVEL", "info");
 }
 

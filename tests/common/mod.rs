@@ -280,13 +280,15 @@ pub fn dead_endpoint() -> String {
 }
 
 /// `Config::from_lookup` with `AWS_REGION=us-east-1`, `RESCUE_ACCOUNT_ID=123456789012`,
-/// `RESCUE_GRACE=0` (moto cannot backdate a version, so only tests about the grace set one), and
+/// `RESCUE_GRACE=0` and `RESCUE_ALARM_MIN_AGE=0` (moto cannot backdate a version, so only tests
+/// about the waits set them), and
 /// the given overrides (which win, `AWS_REGION` included).
 pub fn config(overrides: &[(&str, &str)]) -> Config {
     let mut env: BTreeMap<String, String> = BTreeMap::from([
         ("AWS_REGION".to_owned(), REGION.to_owned()),
         ("RESCUE_ACCOUNT_ID".to_owned(), ACCOUNT.to_owned()),
         ("RESCUE_GRACE".to_owned(), "0".to_owned()),
+        ("RESCUE_ALARM_MIN_AGE".to_owned(), "0".to_owned()),
     ]);
     for (key, value) in overrides {
         env.insert((*key).to_owned(), (*value).to_owned());
