@@ -37,6 +37,8 @@ pub struct Alarm {
     pub arn: Option<String>,
     /// `ALARM`, `OK` or `INSUFFICIENT_DATA`.
     pub state: String,
+    /// The state before this change, when the delivery tells it.
+    pub previous_state: Option<String>,
     /// The `FunctionName` dimensions of its `AWS/Lambda` metrics, single or inside metric math.
     pub functions: Vec<String>,
     /// A composite alarm names no metric: it resolves through `RESCUE_ALARM_FUNCTIONS` only.
@@ -44,8 +46,10 @@ pub struct Alarm {
 }
 
 impl Alarm {
-    pub fn is_alarm(&self) -> bool {
-        self.state == "ALARM"
+    /// Only a transition into `ALARM` acts: `OK` and `INSUFFICIENT_DATA` do not, and neither
+    /// does an alarm that already was in `ALARM` (a changed reason, a `SetAlarmState`).
+    pub fn is_transition_into_alarm(&self) -> bool {
+        self.state == "ALARM" && self.previous_state.as_deref() != Some("ALARM")
     }
 
     /// The alarm's region and account, from its ARN (never from the SNS `Region` display name).
@@ -103,6 +107,7 @@ pub fn from_sns_record(record: &Value, index: usize) -> Result<Alarm, String> {
         name: name.to_owned(),
         arn: text(&message, "AlarmArn").map(str::to_owned),
         state: state.to_owned(),
+        previous_state: text(&message, "OldStateValue").map(str::to_owned),
         functions,
         composite: message.get("AlarmRule").is_some_and(|r| !r.is_null()),
     })
@@ -134,6 +139,10 @@ fn alarm_data(
         name: name.to_owned(),
         arn,
         state: state.to_owned(),
+        previous_state: data
+            .get("previousState")
+            .and_then(|s| text(s, "value"))
+            .map(str::to_owned),
         functions,
         composite: configuration.get("alarmRule").is_some_and(|r| !r.is_null()),
     })

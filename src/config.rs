@@ -91,6 +91,18 @@ impl Config {
             })?;
 
         let grace = duration(get("RESCUE_GRACE"), "RESCUE_GRACE", DEFAULT_GRACE)?;
+        // A re-check gives up after a day; a longer grace could never rescue.
+        if grace
+            >= crate::recheck::MAX_DEFERRAL
+                .to_std()
+                .unwrap_or(Duration::MAX)
+        {
+            return Err(ConfigError {
+                name: "RESCUE_GRACE",
+                value: humantime::format_duration(grace).to_string(),
+                expected: "a duration under 24 hours (re-checks end a day after the first)",
+            });
+        }
         let alarm_min_age = duration(
             get("RESCUE_ALARM_MIN_AGE"),
             "RESCUE_ALARM_MIN_AGE",
@@ -194,7 +206,9 @@ fn alarm_functions(value: Option<String>) -> Result<BTreeMap<String, Vec<String>
     Ok(mapping)
 }
 
-/// A comma-separated list of function names or ARNs.
+/// A comma-separated list of unqualified function ARNs: exactly what the template grants with
+/// `secretsmanager:resource/AllowRotationLambdaArn` (the bare ARN and its `:*` form), so that
+/// code and IAM agree on which secrets are in reach.
 fn rotation_functions(value: Option<String>) -> Result<Vec<FunctionRef>, ConfigError> {
     let Some(text) = value else {
         return Ok(Vec::new());
@@ -203,11 +217,14 @@ fn rotation_functions(value: Option<String>) -> Result<Vec<FunctionRef>, ConfigE
         .map(str::trim)
         .filter(|f| !f.is_empty())
         .map(|f| {
-            FunctionRef::parse(f).ok_or_else(|| ConfigError {
-                name: "RESCUE_ROTATION_FUNCTIONS",
-                value: text.clone(),
-                expected: "comma-separated Lambda function names or ARNs",
-            })
+            FunctionRef::parse(f)
+                .filter(|function| function.region.is_some() && f.split(':').count() == 7)
+                .ok_or_else(|| ConfigError {
+                    name: "RESCUE_ROTATION_FUNCTIONS",
+                    value: text.clone(),
+                    expected: "comma-separated unqualified Lambda function ARNs \
+                               (arn:aws:lambda:REGION:ACCOUNT:function:NAME)",
+                })
         })
         .collect()
 }
@@ -370,7 +387,8 @@ mod tests {
             ("RESCUE_MAX_RATE", "35"),
             (
                 "RESCUE_ROTATION_FUNCTIONS",
-                "db-rotator, arn:aws:lambda:us-east-1:123456789012:function:api:live",
+                "arn:aws:lambda:us-east-1:123456789012:function:db-rotator, \
+                 arn:aws:lambda:us-east-1:123456789012:function:api",
             ),
         ])
         .unwrap();
@@ -409,6 +427,12 @@ mod tests {
             ("RESCUE_MAX_RATE", "0"),
             ("RESCUE_MAX_RATE", "51"),
             ("RESCUE_ROTATION_FUNCTIONS", "arn:aws:sns:us-east-1:1:topic"),
+            ("RESCUE_ROTATION_FUNCTIONS", "db-rotator"),
+            (
+                "RESCUE_ROTATION_FUNCTIONS",
+                "arn:aws:lambda:us-east-1:123456789012:function:db-rotator:live",
+            ),
+            ("RESCUE_GRACE", "24h"),
         ];
         for (name, value) in cases {
             let base = [

@@ -16,6 +16,11 @@ use crate::stage;
 /// Secrets Manager allows 20 staging labels per secret, across all versions (AWS-FACTS 4).
 pub const MAX_LABELS_PER_SECRET: usize = 20;
 
+/// A stuck version newer than the reported failure belongs to a later rotation that may still
+/// be running, healthy. Its re-check acts only once it is this old, even with no grace: a
+/// rotation function runs at most 15 minutes per step, and a later failure reports itself.
+pub const LATER_ROTATION_MIN_AGE: Duration = Duration::from_secs(15 * 60);
+
 /// CloudTrail event times are whole seconds, and a `createSecret` step can fail within a second
 /// of the pending version's creation: a version is "newer than the failure" only from this much
 /// after the event time.
@@ -274,11 +279,12 @@ pub enum Decision {
     NothingToDo {
         reason: String,
     },
-    /// Left unchanged until `recheck_at`.
+    /// Left unchanged until `recheck_at`; its re-check keeps applying `min_age`.
     Deferred {
         version_id: String,
         reason: String,
         recheck_at: DateTime<Utc>,
+        min_age: Duration,
     },
     Act(Plan),
 }
@@ -535,17 +541,19 @@ fn wait(
     config: &Config,
     now: DateTime<Utc>,
 ) -> Option<Decision> {
-    let grace = match cause {
+    let wait = match cause {
         Cause::Alarm { .. } => config.grace.max(config.alarm_min_age),
         Cause::Recheck { min_age, .. } => config.grace.max(*min_age),
         _ => config.grace,
     };
-    let grace = TimeDelta::from_std(grace).unwrap_or(TimeDelta::MAX);
-    let deferred = |recheck_at: DateTime<Utc>, reason: String| Decision::Deferred {
-        version_id: stuck_id.to_owned(),
-        reason,
-        recheck_at,
-    };
+    let grace = TimeDelta::from_std(wait).unwrap_or(TimeDelta::MAX);
+    let deferred =
+        |recheck_at: DateTime<Utc>, reason: String, min_age: Duration| Decision::Deferred {
+            version_id: stuck_id.to_owned(),
+            reason,
+            recheck_at,
+            min_age,
+        };
     let young = |since: DateTime<Utc>| {
         // No grace means no waiting, whatever the clocks say about the version's age.
         if grace.is_zero() {
@@ -575,29 +583,35 @@ fn wait(
                 .created
                 .filter(|c| *c >= *failed_at + FAILURE_CLOCK_SLACK)
             {
-                let recheck_at = created.checked_add_signed(grace).unwrap_or(created);
+                // That rotation may still be running, healthy: it gets at least
+                // LATER_ROTATION_MIN_AGE before its re-check may act, even without a grace.
+                let min_age = wait.max(LATER_ROTATION_MIN_AGE);
+                let recheck_at = TimeDelta::from_std(min_age)
+                    .ok()
+                    .and_then(|age| created.checked_add_signed(age))
+                    .unwrap_or(created);
                 let reason = format!(
                     "stuck version created {} after the failure at {}: a later rotation",
                     created.to_rfc3339(),
                     failed_at.to_rfc3339()
                 );
-                return Some(deferred(recheck_at, reason));
+                return Some(deferred(recheck_at, reason, min_age));
             }
             // Without a creation date, the failure is the latest the version can date from.
             let (ready_at, reason) = young(stuck.created.unwrap_or(*failed_at))?;
-            Some(deferred(ready_at, reason))
+            Some(deferred(ready_at, reason, wait))
         }
         Cause::Operator { force: true } => None,
         // A version of unknown age is given the full minimum age from now (and re-checked).
         Cause::Alarm { .. } => {
             let (ready_at, reason) = young(stuck.created.unwrap_or(now))?;
-            Some(deferred(ready_at, reason))
+            Some(deferred(ready_at, reason, wait))
         }
         // An operator's call waits only for a version known to be young.
         Cause::Operator { force: false } => {
             let (ready_at, reason) = young(stuck.created?)?;
             let reason = format!("{reason}; set \"force\": true to rescue now");
-            Some(deferred(ready_at, reason))
+            Some(deferred(ready_at, reason, wait))
         }
         Cause::Recheck {
             first_deferred_at, ..
@@ -618,7 +632,7 @@ fn wait(
                     may_hold_live_credential: true,
                 }));
             }
-            Some(deferred(ready_at, reason))
+            Some(deferred(ready_at, reason, wait))
         }
     }
 }

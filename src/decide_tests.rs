@@ -847,9 +847,24 @@ fn version_newer_than_the_failure_is_rechecked_after_its_own_grace() {
     let earlier_failure = failed(FailedStep::SetSecret, at(16, 0, 0));
     let decision = decide_at(&stuck_secret(), &earlier_failure, &with_grace(15), now());
     assert_eq!(deferred_until(&decision), at(17, 5, 2));
-    // With no grace, the re-check is due at once (the queue's minimum delay applies).
+    // With no grace, that rotation still gets LATER_ROTATION_MIN_AGE (it may be running,
+    // healthy), and its re-check keeps applying it.
     let decision = decide_at(&stuck_secret(), &earlier_failure, &config(), now());
-    assert_eq!(deferred_until(&decision), at(16, 50, 2));
+    assert_eq!(deferred_until(&decision), at(17, 5, 2));
+    let Decision::Deferred { min_age, .. } = decision else {
+        unreachable!()
+    };
+    assert_eq!(min_age, LATER_ROTATION_MIN_AGE);
+    let recheck = Cause::Recheck {
+        version_id: "v2".into(),
+        step: FailedStep::Unknown,
+        first_deferred_at: now(),
+        min_age,
+    };
+    let early = decide_at(&stuck_secret(), &recheck, &config(), at(17, 4, 0));
+    assert!(matches!(early, Decision::Deferred { .. }), "{early:?}");
+    let due = decide_at(&stuck_secret(), &recheck, &config(), at(17, 5, 2));
+    assert_eq!(plan(due).goal, Goal::Rescued);
 }
 
 #[test]

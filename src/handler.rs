@@ -263,9 +263,13 @@ fn resolve(alarm: &Alarm, config: &Config) -> (AlarmReport, Vec<FunctionRef>) {
         reason: String::new(),
         functions: Vec::new(),
     };
-    if !alarm.is_alarm() {
+    if !alarm.is_transition_into_alarm() {
         report.outcome = "nothing_to_do".to_owned();
-        report.reason = format!("state {}: only a transition into ALARM acts", alarm.state);
+        report.reason = format!(
+            "{} -> {}: only a transition into ALARM acts",
+            alarm.previous_state.as_deref().unwrap_or("?"),
+            alarm.state
+        );
         return (report, Vec::new());
     }
     let (names, source) = if !alarm.functions.is_empty() {

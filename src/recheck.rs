@@ -24,8 +24,9 @@ pub struct RecheckMessage {
     pub recheck: Recheck,
 }
 
+/// Unknown fields are ignored, so that a message written by a newer version of the function
+/// (during a deploy) is still read, not sent to the dead-letter queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Recheck {
     pub secret_arn: String,
     /// The stuck version seen when the secret was deferred.

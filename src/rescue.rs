@@ -74,6 +74,7 @@ impl Rescuer {
                 version_id,
                 reason,
                 recheck_at,
+                min_age,
             } => {
                 let mut report = SecretReport::new(&secret.arn, Outcome::Deferred, reason);
                 report.stuck_version_id = Some(version_id.clone());
@@ -81,8 +82,12 @@ impl Rescuer {
                 if cause.is_operator() || dry_run {
                     return report;
                 }
+                let wait = Wait {
+                    recheck_at,
+                    min_age,
+                };
                 return self
-                    .send_recheck(report, cause, version_id, recheck_at, now)
+                    .send_recheck(report, cause, version_id, wait, now)
                     .await;
             }
             Decision::Act(plan) => plan,
@@ -115,7 +120,7 @@ impl Rescuer {
         mut report: SecretReport,
         cause: &Cause,
         version_id: String,
-        recheck_at: DateTime<Utc>,
+        wait: Wait,
         now: DateTime<Utc>,
     ) -> SecretReport {
         // Only a deployment that never waits (RESCUE_GRACE and RESCUE_ALARM_MIN_AGE both 0)
@@ -128,25 +133,26 @@ impl Rescuer {
             );
             return report;
         };
-        let (first_deferred_at, min_age) = match cause {
+        let first_deferred_at = match cause {
             Cause::Recheck {
-                first_deferred_at,
-                min_age,
-                ..
-            } => (*first_deferred_at, *min_age),
-            Cause::Alarm { .. } => (now, self.config.alarm_min_age),
-            _ => (now, Duration::ZERO),
+                first_deferred_at, ..
+            } => *first_deferred_at,
+            _ => now,
         };
+        // The re-check applies max(grace, min_age): carried only when stricter than the grace.
+        let min_age = Some(wait.min_age)
+            .filter(|age| *age > self.config.grace)
+            .map(|age| age.as_secs());
         let message = RecheckMessage {
             recheck: Recheck {
                 secret_arn: report.secret_arn.clone(),
                 failed_step: cause.step_for(Some(&version_id)),
                 version_id,
                 first_deferred_at,
-                min_age_seconds: (!min_age.is_zero()).then_some(min_age.as_secs()),
+                min_age_seconds: min_age,
             },
         };
-        let delay = recheck::delay(now, recheck_at, self.config.recheck_min_delay);
+        let delay = recheck::delay(now, wait.recheck_at, self.config.recheck_min_delay);
         match queue.send(&message, delay).await {
             Ok(()) => {
                 report.reason = format!("{}; re-check in {} s", report.reason, delay.as_secs());
@@ -351,6 +357,12 @@ impl Rescuer {
             Action::TagSecret { tags } => self.api.tag(arn, tags).await,
         }
     }
+}
+
+/// When a deferred secret is due, and the minimum age its re-check keeps applying.
+struct Wait {
+    recheck_at: DateTime<Utc>,
+    min_age: Duration,
 }
 
 enum Confirmation {

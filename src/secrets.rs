@@ -26,9 +26,10 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 pub const MAX_ATTEMPTS: u32 = 4;
 
-/// The most calls one rescue makes: describe, list versions, cancel, mark, remove, attach,
-/// unmark, tag; a conflict adds a describe and a list, and the quota path replaces its attach.
-pub const MAX_CALLS_PER_RESCUE: u32 = 10;
+/// The most calls one rescue makes: describe and list versions (2); cancel, attach and remove,
+/// each with a re-describe after a conflict (3 x 3); mark, unmark and tag (3); and a re-check's
+/// SendMessage (1). The quota path's second attach replaces the first.
+pub const MAX_CALLS_PER_RESCUE: u32 = 15;
 
 /// The longest one rescue can take when every call runs to its timeout: no new secret is
 /// started with less than this left of the invocation.

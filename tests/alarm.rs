@@ -546,7 +546,10 @@ async fn rescue_rotation_functions_skips_secrets_of_unlisted_functions_before_an
     let recorder = Recorder::default();
     let app = app(
         &mixed_world(),
-        &[("RESCUE_ROTATION_FUNCTIONS", "db-rotator")],
+        &[(
+            "RESCUE_ROTATION_FUNCTIONS",
+            "arn:aws:lambda:us-east-1:123456789012:function:db-rotator",
+        )],
         &recorder,
     );
     let summary = handle(&app, &load("alarm-eventbridge-metric-math.json"))

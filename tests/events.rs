@@ -46,6 +46,8 @@ fn expected(
         name: alarm_name.to_owned(),
         arn: Some(format!("{ALARM_ARN_PREFIX}{alarm_name}")),
         state: state.to_owned(),
+        // Every events file is a transition: OK -> ALARM, or ALARM -> OK.
+        previous_state: Some(if state == "ALARM" { "OK" } else { "ALARM" }.to_owned()),
         functions: functions.iter().map(|f| f.to_string()).collect(),
         composite,
     }
@@ -129,7 +131,7 @@ fn check(name: &str) {
                 false,
             );
             assert_eq!(alarm, want);
-            assert!(alarm.is_alarm());
+            assert!(alarm.is_transition_into_alarm());
             assert_eq!(
                 alarm.region_and_account(),
                 Some(("us-east-1", "123456789012"))
@@ -210,7 +212,7 @@ fn check(name: &str) {
                     false,
                 )
             );
-            assert!(!alarm.is_alarm());
+            assert!(!alarm.is_transition_into_alarm());
         }
         other => panic!("events/{other} has no expectation in tests/events.rs"),
     }

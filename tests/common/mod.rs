@@ -243,8 +243,9 @@ pub fn client() -> Client {
     client_for(moto_endpoint(), REGION)
 }
 
-/// A client of `endpoint` in `region`: static dummy credentials, short timeouts, two attempts
-/// with a short backoff, and a retry partition of its own (clients of one binary otherwise share
+/// A client of `endpoint` in `region`: static dummy credentials, short timeouts, four attempts
+/// with a short backoff (moto answers HTTP 500 now and then under concurrent writes, and the SDK
+/// retries that as it would AWS's), and a retry partition of its own (clients of one binary otherwise share
 /// one retry budget, and a test of a dead endpoint would drain it for the others).
 pub fn client_for(endpoint: &str, region: &str) -> Client {
     static PARTITION: AtomicUsize = AtomicUsize::new(0);
@@ -259,7 +260,7 @@ pub fn client_for(endpoint: &str, region: &str) -> Client {
         .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
         .retry_config(
             RetryConfig::standard()
-                .with_max_attempts(2)
+                .with_max_attempts(4)
                 .with_initial_backoff(Duration::from_millis(50)),
         )
         .retry_partition(RetryPartition::new(partition))
@@ -323,7 +324,7 @@ pub fn sqs_config() -> aws_sdk_sqs::config::Builder {
         ))
         .retry_config(
             aws_sdk_sqs::config::retry::RetryConfig::standard()
-                .with_max_attempts(2)
+                .with_max_attempts(4)
                 .with_initial_backoff(Duration::from_millis(50)),
         )
         .retry_partition(aws_sdk_sqs::config::retry::RetryPartition::new(partition))

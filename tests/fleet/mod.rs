@@ -28,7 +28,7 @@ use serde_json::Value;
 use crate::common::{ACCOUNT, PENDING, REGION};
 
 /// How many seeding calls are in flight at once.
-pub const SEED_CONCURRENCY: usize = 16;
+pub const SEED_CONCURRENCY: usize = 8;
 
 /// The mutating calls that Secrets Manager's shared 50-per-second quotas count (AWS-FACTS 4).
 pub const MUTATING: [&str; 4] = [
