@@ -320,7 +320,7 @@ pub fn foreign_arn(secret_id: &str, home: &Home) -> Option<SkipReason> {
 /// passes is checked again on the described name.
 pub fn outside_name_prefix(secret_id: &str, config: &Config) -> Option<SkipReason> {
     let prefix = config.scope.name_prefix.as_ref()?;
-    // A full ARN's resource is `secret:NAME-XXXXXX`: the suffix never hides a match.
+    // A full ARN's resource is `secret:NAME-AbCdEf` (a random suffix): it never hides a match.
     let name = match ArnParts::parse(secret_id) {
         Some(arn) => arn.resource.strip_prefix("secret:").unwrap_or(arn.resource),
         None => secret_id,

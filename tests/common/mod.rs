@@ -245,8 +245,9 @@ pub fn client() -> Client {
 
 /// A client of `endpoint` in `region`: static dummy credentials, short timeouts, four attempts
 /// with a short backoff (moto answers HTTP 500 now and then under concurrent writes, and the SDK
-/// retries that as it would AWS's), and a retry partition of its own (clients of one binary otherwise share
-/// one retry budget, and a test of a dead endpoint would drain it for the others).
+/// retries that as it would AWS's), and a retry partition of its own (clients of one binary
+/// otherwise share one retry budget, and a test of a dead endpoint would drain it for the
+/// others).
 pub fn client_for(endpoint: &str, region: &str) -> Client {
     static PARTITION: AtomicUsize = AtomicUsize::new(0);
     let partition = format!(
