@@ -129,14 +129,12 @@ impl App {
                 let dry_run = self.config.dry_run || request.dry_run;
                 let mut reports = Vec::new();
                 for secret_id in unique(&request.secrets) {
-                    if !time_for_one_more(deadline) {
-                        reports.push(not_reached(secret_id));
-                        continue;
-                    }
                     let cause = Cause::Operator {
                         force: request.force,
                     };
-                    reports.push(rescuer.rescue(secret_id, cause, dry_run, now).await);
+                    reports.push(
+                        rescue_in_time(&rescuer, secret_id, cause, dry_run, now, deadline).await,
+                    );
                 }
                 Summary::new("operator", dry_run, reports)
             }
@@ -234,12 +232,7 @@ async fn alarm_fan_out(
     let reports: Vec<SecretReport> = stream::iter(targets)
         .map(|arn| {
             let cause = cause.clone();
-            async move {
-                if !time_for_one_more(deadline) {
-                    return not_reached(&arn);
-                }
-                rescuer.rescue(&arn, cause, dry_run, now).await
-            }
+            async move { rescue_in_time(rescuer, &arn, cause, dry_run, now, deadline).await }
         })
         .buffered(FAN_OUT_CONCURRENCY)
         .collect()
@@ -326,7 +319,6 @@ async fn recheck_batch(
                 report.log();
                 report
             }
-            Ok(recheck) if !time_for_one_more(deadline) => not_reached(&recheck.secret_arn),
             Ok(recheck) => {
                 let cause = Cause::Recheck {
                     version_id: recheck.version_id.clone(),
@@ -334,9 +326,8 @@ async fn recheck_batch(
                     first_deferred_at: recheck.first_deferred_at,
                     min_age: Duration::from_secs(recheck.min_age_seconds.unwrap_or(0)),
                 };
-                rescuer
-                    .rescue(&recheck.secret_arn, cause, dry_run, now)
-                    .await
+                let arn = &recheck.secret_arn;
+                rescue_in_time(rescuer, arn, cause, dry_run, now, deadline).await
             }
         };
         if matches!(report.outcome, Outcome::Failed | Outcome::NotReached) {
@@ -356,6 +347,22 @@ fn log_summary(summary: &Summary) {
         counts = ?summary.counts,
         "invocation handled"
     );
+}
+
+/// Rescues `secret_id` if one more rescue fits before `deadline`, else reports it `not_reached`
+/// without a call.
+async fn rescue_in_time(
+    rescuer: &Rescuer,
+    secret_id: &str,
+    cause: Cause,
+    dry_run: bool,
+    now: DateTime<Utc>,
+    deadline: Option<DateTime<Utc>>,
+) -> SecretReport {
+    if !time_for_one_more(deadline) {
+        return not_reached(secret_id);
+    }
+    rescuer.rescue(secret_id, cause, dry_run, now).await
 }
 
 /// Whether one more rescue fits before `deadline`, read from the clock now.

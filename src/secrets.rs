@@ -278,13 +278,13 @@ impl SecretsApi {
     /// than AWS does (AWS-FACTS 9); the stuck version comes from `VersionIdsToStages`.
     pub async fn cancel_rotation(&self, arn: &str) -> Result<(), CallError> {
         self.pace().await;
-        self.client
+        let sent = self
+            .client
             .cancel_rotate_secret()
             .secret_id(arn)
             .send()
-            .await
-            .map(|_| ())
-            .map_err(|err| CallError::from_sdk("CancelRotateSecret", err))
+            .await;
+        done("CancelRotateSecret", sent)
     }
 
     /// Attaches `label` to `version_id`. Only for a label that sits on no other version: moving
@@ -295,16 +295,7 @@ impl SecretsApi {
         label: &str,
         version_id: &str,
     ) -> Result<(), CallError> {
-        self.pace().await;
-        self.client
-            .update_secret_version_stage()
-            .secret_id(arn)
-            .version_stage(label)
-            .move_to_version_id(version_id)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|err| CallError::from_sdk("UpdateSecretVersionStage", err))
+        self.update_stage(arn, label, None, Some(version_id)).await
     }
 
     /// Removes `label` from `version_id`, moving it nowhere.
@@ -314,16 +305,27 @@ impl SecretsApi {
         label: &str,
         version_id: &str,
     ) -> Result<(), CallError> {
+        self.update_stage(arn, label, Some(version_id), None).await
+    }
+
+    async fn update_stage(
+        &self,
+        arn: &str,
+        label: &str,
+        remove_from: Option<&str>,
+        move_to: Option<&str>,
+    ) -> Result<(), CallError> {
         self.pace().await;
-        self.client
+        let sent = self
+            .client
             .update_secret_version_stage()
             .secret_id(arn)
             .version_stage(label)
-            .remove_from_version_id(version_id)
+            .set_remove_from_version_id(remove_from.map(str::to_owned))
+            .set_move_to_version_id(move_to.map(str::to_owned))
             .send()
-            .await
-            .map(|_| ())
-            .map_err(|err| CallError::from_sdk("UpdateSecretVersionStage", err))
+            .await;
+        done("UpdateSecretVersionStage", sent)
     }
 
     pub async fn tag(&self, arn: &str, tags: &BTreeMap<String, String>) -> Result<(), CallError> {
@@ -331,27 +333,37 @@ impl SecretsApi {
         let tags = tags
             .iter()
             .map(|(key, value)| Tag::builder().key(key).value(value).build());
-        self.client
+        let sent = self
+            .client
             .tag_resource()
             .secret_id(arn)
             .set_tags(Some(tags.collect()))
             .send()
-            .await
-            .map(|_| ())
-            .map_err(|err| CallError::from_sdk("TagResource", err))
+            .await;
+        done("TagResource", sent)
     }
 
     pub async fn untag(&self, arn: &str, key: &str) -> Result<(), CallError> {
         self.pace().await;
-        self.client
+        let sent = self
+            .client
             .untag_resource()
             .secret_id(arn)
             .tag_keys(key)
             .send()
-            .await
-            .map(|_| ())
-            .map_err(|err| CallError::from_sdk("UntagResource", err))
+            .await;
+        done("UntagResource", sent)
     }
+}
+
+/// A mutating call's answer, when only success matters.
+fn done<T, E, R>(operation: &'static str, sent: Result<T, SdkError<E, R>>) -> Result<(), CallError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    sent.map(|_| ())
+        .map_err(|err| CallError::from_sdk(operation, err))
 }
 
 fn to_chrono(time: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
